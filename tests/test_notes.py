@@ -15,7 +15,8 @@ T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 def test_format_is_the_documented_one():
     note = format_note(TAG, ["sshd", "recidive"], "web1", T0, T0 + timedelta(days=1))
     assert note == (
-        "Blocked by fail2ban jail=sshd,recidive host=web1 since=2026-11-21T10:00:00Z until=2026-11-22T10:00:00Z"
+        "Blocked by fail2ban jail=sshd,recidive host=web1 "
+        "since=2026-11-21T10:00:00Z until=2026-11-22T10:00:00Z"
     )
 
 
@@ -31,7 +32,8 @@ def test_permanent_ban_and_round_trip():
 
 def test_unknown_fields_are_ignored_and_tag_is_case_insensitive():
     parsed = parse_note(
-        "BLOCKED BY FAIL2BAN jail=sshd host=web2 since=2026-11-21T10:00:00Z until=2026-11-21T11:00:00Z asn=AS13335 x=y",
+        "BLOCKED BY FAIL2BAN jail=sshd host=web2 since=2026-11-21T10:00:00Z "
+        "until=2026-11-21T11:00:00Z asn=AS13335 x=y",
         TAG,
     )
     assert parsed is not None and parsed.kind is NoteKind.LEASE
