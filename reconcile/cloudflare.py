@@ -1,0 +1,486 @@
+"""All HTTP to Cloudflare: IP Access Rules at zone or account level (DESIGN §3, §6).
+
+One place sends requests (`Client._send`: pacing, retries, 429) and one place reads answers
+(`Client._envelope`: Cloudflare's JSON envelope or a CloudflareError). Secrets travel only in request
+headers, which are never logged or put into an error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+
+from reconcile import __version__
+from reconcile.errors import CloudflareError, ConfigError, RateLimited
+from reconcile.model import Rule, Scope
+from reconcile.pacing import Pacer, backoff
+
+log = logging.getLogger("reconcile.cloudflare")
+
+USER_AGENT = f"reconcile/{__version__}"
+CODE_DUPLICATE = 10009  # "firewallaccessrules.api.duplicate_of_existing"
+_EXCERPT_CHARS = 120
+_MESSAGE_CHARS = 300
+# Header values must be plain printable ASCII: requests would otherwise raise InvalidHeader with the value
+# (the secret) in its message.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An API token, or the legacy email + global API key pair. Never shows a secret when printed."""
+
+    token: str | None = field(default=None, repr=False)
+    email: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            if self.email is not None or self.key is not None:
+                raise ConfigError("Cloudflare credentials: give an API token or email + key, not both")
+            if not _HEADER_SAFE.fullmatch(self.token):
+                raise ConfigError("Cloudflare API token is empty or contains spaces or control characters")
+            return
+        if self.email is None or self.key is None:
+            raise ConfigError("Cloudflare credentials: need an API token, or an email and a global API key")
+        if not _HEADER_SAFE.fullmatch(self.email):
+            raise ConfigError("Cloudflare account email is empty or contains spaces or control characters")
+        if not _HEADER_SAFE.fullmatch(self.key):
+            raise ConfigError("Cloudflare global API key is empty or contains spaces or control characters")
+
+    def headers(self) -> dict[str, str]:
+        if self.token is not None:
+            return {"Authorization": f"Bearer {self.token}"}
+        assert self.email is not None and self.key is not None  # __post_init__ guarantees it
+        return {"X-Auth-Email": self.email, "X-Auth-Key": self.key}
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret replaced by ***: for text that came back from the other side."""
+        for secret in (self.token, self.key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        if self.token is not None:
+            return "Credentials(token=***)"
+        return f"Credentials(email={self.email}, key=***)"
+
+    __str__ = __repr__
+
+
+class ApiError(CloudflareError):
+    """Cloudflare answered with its error envelope (`success: false`); `codes` holds its error codes."""
+
+
+class IncompleteListing(CloudflareError):
+    """A page of a listing could not be read: `.rules` holds what was read before it, `.cause` why not."""
+
+    def __init__(self, scope: Scope, rules: tuple[Rule, ...], cause: CloudflareError) -> None:
+        self.scope = scope
+        self.rules = rules
+        self.cause = cause
+        self.method, self.path, self.status, self.codes = cause.method, cause.path, cause.status, cause.codes
+        # Not CloudflareError.__init__: the cause's message already names the request.
+        Exception.__init__(self, f"listing of {scope} incomplete after {len(rules)} rules: {cause}")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    content: bytes
+
+
+class Client:
+    """Cloudflare API client for IP Access Rules; every attempt passes `pacer.acquire` first.
+
+    Counters for the run summary: `requests` (attempts sent), `rate_limited` (429s), `retried` (retries).
+    After a 429 the client refuses every further request of the run.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        pacer: Pacer,
+        timeout: float = 30.0,
+        retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        per_page: int = 1000,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = _check_base_url(base_url)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, not {retries!r}")
+        if not (per_page == 1 or (per_page % 5 == 0 and 5 <= per_page <= 1000)):
+            raise ValueError(f"per_page must be 1 or a multiple of 5 up to 1000, not {per_page!r}")
+        self._credentials = credentials
+        self._pacer = pacer
+        self.timeout = timeout
+        self.retries = retries
+        self.per_page = per_page
+        self._sleep = sleep
+        self._own_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._blocked: RateLimited | None = None
+        self.requests = 0
+        self.rate_limited = 0
+        self.retried = 0
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r}, {self._credentials!r})"
+
+    def close(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the four operations -------------------------------------------------------------------------
+
+    def list_rules(self, scope: Scope, notes_filter: str) -> list[Rule]:
+        """Every rule of `scope` whose notes contain `notes_filter` (case-insensitive, server-side; "" = all).
+
+        Pages until one comes back shorter than per_page (total_pages is not in the schema). Any failure
+        raises IncompleteListing with the rules read so far, except RateLimited and BudgetExhausted, which
+        stop the whole run and so propagate unchanged.
+        """
+        rules: list[Rule] = []
+        seen: set[str] = set()
+        page = 1
+        while True:
+            # An empty filter means no filter: the schema does not allow an empty query value.
+            query = {"notes": notes_filter} if notes_filter else {}
+            query.update(page=str(page), per_page=str(self.per_page))
+            shown = _show(scope.rules_path, query)
+            try:
+                result = self._call("GET", scope.rules_path, query=query)
+                if not isinstance(result, list):
+                    raise CloudflareError(
+                        f"result is {type(result).__name__}, not a list of rules", method="GET", path=shown
+                    )
+                batch = [_parse_rule(item, scope, "GET", shown) for item in result]
+            except RateLimited:
+                raise
+            except CloudflareError as exc:
+                raise IncompleteListing(scope, tuple(rules), exc) from exc
+            # Offset pages shift while other hosts write; keep the first copy of a rule seen twice.
+            for rule in batch:
+                if rule.id not in seen:
+                    seen.add(rule.id)
+                    rules.append(rule)
+            if len(batch) < self.per_page:
+                return rules
+            page += 1
+
+    def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Rule | None:
+        """POST a rule; None when Cloudflare already has one for that value (10009), which counts as done."""
+        body = {"mode": mode, "configuration": {"target": target, "value": value}, "notes": notes}
+        try:
+            result = self._call("POST", scope.rules_path, body=body)
+        except ApiError as exc:
+            if exc.status == 400 and CODE_DUPLICATE in exc.codes:
+                log.debug("%s %s already has a rule in %s (duplicate)", target, value, scope)
+                return None
+            raise
+        return _parse_rule(result, scope, "POST", scope.rules_path)
+
+    def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule:
+        """PATCH a rule's mode and notes."""
+        path = _rule_path(scope, rule_id)
+        result = self._call("PATCH", path, body={"mode": mode, "notes": notes})
+        return _parse_rule(result, scope, "PATCH", path)
+
+    def delete_rule(self, scope: Scope, rule_id: str) -> bool:
+        """DELETE a rule; False when it is already gone (404), which counts as done."""
+        path = _rule_path(scope, rule_id)
+        try:
+            # The schema requires a JSON body on DELETE; {} means cascade "none".
+            self._call("DELETE", path, body={})
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # --- one request, start to finish ----------------------------------------------------------------
+
+    def _call(
+        self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: Any = None
+    ) -> Any:
+        """Send (with retries) and return the envelope's `result`, or raise."""
+        shown = _show(path, query)
+        answer = self._send(method, shown, body)
+        return self._envelope(method, shown, answer)
+
+    def _send(self, method: str, shown: str, body: Any) -> _Answer:
+        """One request with bounded retries on 5xx and transport errors; 429 stops everything."""
+        if self._blocked is not None:
+            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
+        url = self.base_url + shown
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **self._credentials.headers()}
+        problem, status = "", None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = backoff(attempt - 1)
+                log.info(
+                    "retrying %s %s in %.2f s (attempt %d of %d): %s",
+                    method,
+                    shown,
+                    delay,
+                    attempt + 1,
+                    self.retries + 1,
+                    problem,
+                )
+                self._sleep(delay)
+                self.retried += 1
+            self._pacer.acquire(f"{method} {shown}")
+            self.requests += 1
+            started = time.monotonic()
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    verify=True,  # explicit: overrides a session that was handed in with verify=False
+                    allow_redirects=False,  # an API redirect is unexpected; never resend credentials
+                )
+            except requests.Timeout as exc:
+                problem, status = f"no answer within {self.timeout:g} s ({type(exc).__name__})", None
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                continue
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                problem, status = f"connection failed ({type(exc).__name__})", None
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                continue
+            except requests.RequestException as exc:
+                # Not retryable (bad URL, bad header...). Class name only: some messages quote header values.
+                raise CloudflareError(
+                    f"request failed: {type(exc).__name__}", method=method, path=shown
+                ) from None
+            log.debug("%s %s -> %d in %d ms", method, shown, response.status_code, _ms(started))
+            if response.status_code == 429:
+                self.rate_limited += 1
+                self._blocked = RateLimited(
+                    method=method, path=shown, retry_after=_retry_after(response.headers.get("retry-after"))
+                )
+                raise self._blocked
+            if response.status_code >= 500:
+                problem, status = (
+                    f"HTTP {response.status_code}{self._excerpt(response.content)}",
+                    response.status_code,
+                )
+                continue
+            return _Answer(response.status_code, response.content)
+        raise CloudflareError(
+            f"gave up after {self.retries + 1} attempts; last: {problem}",
+            method=method,
+            path=shown,
+            status=status,
+        )
+
+    def _envelope(self, method: str, shown: str, answer: _Answer) -> Any:
+        """The `result` of a successful envelope; otherwise the one CloudflareError that explains it."""
+        status = answer.status
+        try:
+            data = json.loads(answer.content)
+        except (ValueError, RecursionError):
+            raise CloudflareError(
+                f"answer is not JSON{self._excerpt(answer.content)}", method=method, path=shown, status=status
+            ) from None
+        if not isinstance(data, dict):
+            raise CloudflareError(
+                f"answer is JSON {type(data).__name__}, not an object",
+                method=method,
+                path=shown,
+                status=status,
+            )
+        success = data.get("success")
+        if not isinstance(success, bool):
+            raise CloudflareError(
+                "answer has no boolean `success` field", method=method, path=shown, status=status
+            )
+        if not success:
+            codes, messages = _errors(data.get("errors"))
+            text = self._credentials.redact("; ".join(messages)) or "no error message"
+            raise ApiError(
+                f"Cloudflare refused: {text[:_MESSAGE_CHARS]}",
+                method=method,
+                path=shown,
+                status=status,
+                codes=codes,
+            )
+        if not 200 <= status < 300:
+            raise CloudflareError(
+                "answer says success but the HTTP status does not", method=method, path=shown, status=status
+            )
+        if "result" not in data:
+            raise CloudflareError("answer has no `result`", method=method, path=shown, status=status)
+        return data["result"]
+
+    def _excerpt(self, content: bytes) -> str:
+        """': <first ~120 characters, whitespace collapsed>' of a body, or '' for an empty one."""
+        text = " ".join(content[:4096].decode("utf-8", "replace").split())
+        if not text:
+            return ""
+        text = self._credentials.redact(text)
+        if len(text) > _EXCERPT_CHARS:
+            text = text[:_EXCERPT_CHARS] + "..."
+        return f": {text!r}"
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _check_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; https, or http to a loopback host only (tests)."""
+    where = "[cloudflare] api_base_url"
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a valid URL: {base_url!r} ({exc})") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{where}: must be an https:// URL, not {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{where}: must not contain credentials")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: must not have a query or fragment: {base_url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{where}: plain http:// is allowed only for a loopback host, not {host!r}; use https://"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _rule_path(scope: Scope, rule_id: str) -> str:
+    # Quoted so that an odd id can never address another path.
+    return f"{scope.rules_path}/{quote(rule_id, safe='')}"
+
+
+def _show(path: str, query: Mapping[str, str] | None) -> str:
+    """Path plus query string, exactly as sent (spaces as %20) and as logged."""
+    return f"{path}?{urlencode(query, quote_via=quote)}" if query else path
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _errors(errors: object) -> tuple[tuple[int, ...], list[str]]:
+    """Codes and messages out of an envelope's `errors`, tolerating odd shapes."""
+    codes: list[int] = []
+    messages: list[str] = []
+    if isinstance(errors, list):
+        for item in errors:
+            if isinstance(item, dict):
+                code, message = item.get("code"), item.get("message")
+                if isinstance(code, int) and not isinstance(code, bool):
+                    codes.append(code)
+                if message is not None:
+                    messages.append(str(message))
+    return tuple(codes), messages
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _parse_rule(item: object, scope: Scope, method: str, shown: str) -> Rule:
+    """One rule object of the API as a model.Rule; CloudflareError if it does not look like one."""
+
+    def bad(what: str) -> CloudflareError:
+        return CloudflareError(f"unexpected rule in answer: {what}", method=method, path=shown)
+
+    if not isinstance(item, dict):
+        raise bad(f"{type(item).__name__}, not an object")
+    rule_id, mode, config = item.get("id"), item.get("mode"), item.get("configuration")
+    if not isinstance(rule_id, str) or not rule_id:
+        raise bad("no id")
+    if not isinstance(mode, str):
+        raise bad(f"rule {rule_id} has no mode")
+    if not isinstance(config, dict):
+        raise bad(f"rule {rule_id} has no configuration")
+    target, value = config.get("target"), config.get("value")
+    if not isinstance(target, str) or not isinstance(value, str):
+        raise bad(f"rule {rule_id} has no configuration target/value")
+    notes = item.get("notes")
+    if notes is not None and not isinstance(notes, str):
+        raise bad(f"rule {rule_id} has notes of type {type(notes).__name__}")
+    return Rule(
+        id=rule_id,
+        scope=scope,
+        target=target,
+        value=value,
+        mode=mode,
+        notes=notes or "",
+        created_on=_timestamp(item.get("created_on"), rule_id, "created_on", bad),
+        modified_on=_timestamp(item.get("modified_on"), rule_id, "modified_on", bad),
+    )
+
+
+def _timestamp(
+    value: object, rule_id: str, name: str, bad: Callable[[str], CloudflareError]
+) -> datetime | None:
+    """An aware UTC datetime from the API's ISO 8601 text (naive taken as UTC); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(f"rule {rule_id} has {name} of type {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad(f"rule {rule_id} has {name} {value[:40]!r}, not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

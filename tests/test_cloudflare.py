@@ -1,0 +1,626 @@
+"""reconcile.cloudflare: the HTTP client, against the local Cloudflare emulator (and a few pure checks).
+
+Backoff sleeps go to a list instead of the clock, so the retry tests do not wait.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from reconcile import __version__
+from reconcile.cloudflare import (
+    ApiError,
+    Client,
+    Credentials,
+    IncompleteListing,
+    _parse_rule,
+    _retry_after,
+)
+from reconcile.errors import BudgetExhausted, CloudflareError, ConfigError, RateLimited
+from reconcile.model import Rule, Scope
+from reconcile.pacing import Pacer
+from tests.cf_emulator import ACCOUNT_ID, EMAIL, GLOBAL_KEY, TOKEN, ZONE_ID, ZONE_ID_2, CloudflareEmulator
+
+TAG = "Blocked by fail2ban"
+ZONE = Scope("zone", ZONE_ID)
+ACCOUNT = Scope("account", ACCOUNT_ID)
+WRONG_TOKEN = "cf-wrong-token-Vv31Xq8"
+
+
+class Harness:
+    """A Client on an emulator, with its backoff sleeps recorded instead of slept."""
+
+    def __init__(self, cf: CloudflareEmulator, **kwargs: Any) -> None:
+        self.cf = cf
+        self.sleeps: list[float] = []
+        credentials = kwargs.pop("credentials", Credentials(token=TOKEN))
+        self.pacer = kwargs.pop("pacer", Pacer(1_000_000, 10_000, 600))
+        kwargs.setdefault("timeout", 5.0)
+        self.client = Client(cf.base_url, credentials, pacer=self.pacer, sleep=self.sleeps.append, **kwargs)
+
+
+def seed(
+    cf: CloudflareEmulator, n: int, *, scope: Scope = ZONE, notes: str = TAG, start: int = 1
+) -> list[str]:
+    """Seed n rules for 203.0.113.<start..>; the client itself does not care about allowlists."""
+    values = []
+    for i in range(start, start + n):
+        value = f"203.0.113.{i}"
+        cf.add_rule(scope.kind, scope.id, "ip", value, notes=f"{notes} jail=sshd host=web1 n={i}")
+        values.append(value)
+    return values
+
+
+def gets(cf: CloudflareEmulator) -> list[Any]:
+    return [r for r in cf.requests if r.method == "GET"]
+
+
+# --- pure parts -----------------------------------------------------------------------------------------
+
+
+def test_credentials_never_show_secrets() -> None:
+    token = Credentials(token=TOKEN)
+    legacy = Credentials(email=EMAIL, key=GLOBAL_KEY)
+    for creds, secret in ((token, TOKEN), (legacy, GLOBAL_KEY)):
+        for text in (repr(creds), str(creds), f"{creds}", f"{creds!r}", repr([creds]), repr({"c": creds})):
+            assert secret not in text
+            assert "***" in text
+    assert repr(token) == "Credentials(token=***)"
+    assert token.headers() == {"Authorization": f"Bearer {TOKEN}"}
+    assert legacy.headers() == {"X-Auth-Email": EMAIL, "X-Auth-Key": GLOBAL_KEY}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"token": ""},
+        {"token": "abc def"},
+        {"token": TOKEN + "\n"},
+        {"token": TOKEN, "email": EMAIL, "key": GLOBAL_KEY},
+        {"email": EMAIL},
+        {"key": GLOBAL_KEY},
+        {"email": EMAIL, "key": "k\r\nX-Injected: 1"},
+    ],
+)
+def test_credentials_refuse_missing_or_unsendable_values(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        Credentials(**kwargs)
+    for secret in (TOKEN, GLOBAL_KEY, "X-Injected"):
+        assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.cloudflare.com/client/v4",
+        "http://example.com:8080/client/v4",
+        "http://10.0.0.1/client/v4",
+        "http://192.0.2.1/client/v4",
+        "http://[2001:db8::1]/client/v4",
+        "http://localhost.example.com/client/v4",
+        "ftp://127.0.0.1/client/v4",
+        "127.0.0.1:8080/client/v4",
+        "https:///client/v4",
+        "https://user:pw@api.cloudflare.com/client/v4",
+    ],
+)
+def test_base_url_must_be_https_unless_loopback(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[cloudflare\] api_base_url"):
+        Client(url, Credentials(token=TOKEN), pacer=Pacer(60, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.cloudflare.com/client/v4", "https://api.cloudflare.com/client/v4"),
+        ("https://api.cloudflare.com/client/v4/", "https://api.cloudflare.com/client/v4"),
+        ("http://127.0.0.1:8080/client/v4", "http://127.0.0.1:8080/client/v4"),
+        ("http://127.3.2.1/client/v4", "http://127.3.2.1/client/v4"),
+        ("http://[::1]:9000/client/v4/", "http://[::1]:9000/client/v4"),
+        ("http://localhost:9000/client/v4", "http://localhost:9000/client/v4"),
+    ],
+)
+def test_base_url_accepted(url: str, expected: str) -> None:
+    client = Client(url, Credentials(token=TOKEN), pacer=Pacer(60, 1, 1))
+    assert client.base_url == expected
+    assert TOKEN not in repr(client)
+
+
+@pytest.mark.parametrize("per_page", [0, 2, 7, 1005, -5])
+def test_per_page_must_be_one_or_a_multiple_of_five(per_page: int) -> None:
+    with pytest.raises(ValueError):
+        Client(
+            "https://api.cloudflare.com/client/v4",
+            Credentials(token=TOKEN),
+            pacer=Pacer(60, 1, 1),
+            per_page=per_page,
+        )
+
+
+def test_retry_after_parsing() -> None:
+    assert _retry_after(None) is None
+    assert _retry_after("120") == 120.0
+    assert _retry_after(" 1.5 ") == 1.5
+    assert _retry_after("-3") == 0.0
+    assert _retry_after("soon") is None
+    assert _retry_after("nan") is None
+    later = datetime.now(UTC) + timedelta(seconds=90)
+    seconds = _retry_after(email.utils.format_datetime(later, usegmt=True))
+    assert seconds is not None and 80 <= seconds <= 91
+
+
+def test_parse_rule_fills_defaults_and_parses_times() -> None:
+    item = {
+        "id": "92f17202ed8bd63d69a66b86a49a8f6b",
+        "mode": "block",
+        "configuration": {"target": "ip6", "value": "2001:db8::1"},
+        "created_on": "2014-01-01T05:20:00.12345Z",
+        "modified_on": "2014-01-01T05:20:00",
+        "allowed_modes": ["block"],
+    }
+    rule = _parse_rule(item, ZONE, "GET", "/x")
+    assert rule == Rule(
+        id="92f17202ed8bd63d69a66b86a49a8f6b",
+        scope=ZONE,
+        target="ip6",
+        value="2001:db8::1",
+        mode="block",
+        notes="",
+        created_on=datetime(2014, 1, 1, 5, 20, 0, 123450, tzinfo=UTC),
+        modified_on=datetime(2014, 1, 1, 5, 20, 0, tzinfo=UTC),
+    )
+    broken_items: list[object] = [
+        [],
+        {**item, "id": None},
+        {**item, "configuration": "ip"},
+        {**item, "created_on": "yesterday"},
+        {**item, "notes": 5},
+    ]
+    for broken in broken_items:
+        with pytest.raises(CloudflareError, match="unexpected rule"):
+            _parse_rule(broken, ZONE, "GET", "/x")
+
+
+class ScriptedSession(requests.Session):
+    """Answers from a script instead of the network; records what the client asks of it.
+
+    Set to skip TLS checks, as a careless caller might hand it in: the client must override that.
+    """
+
+    def __init__(self, *bodies: Any) -> None:
+        super().__init__()
+        self.verify = False
+        self.bodies = list(bodies)
+        self.calls: list[dict[str, Any]] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        self.calls.append({"method": method, "url": url, **kwargs})
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps(self.bodies.pop(0)).encode()
+        return response
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"success": True, "errors": [], "messages": [], "result": result}
+
+
+def api_rule(n: int) -> dict[str, Any]:
+    return {"id": f"{n:032x}", "mode": "block", "configuration": {"target": "ip", "value": f"192.0.2.{n}"}}
+
+
+def scripted_client(session: ScriptedSession, **kwargs: Any) -> Client:
+    return Client(
+        "https://api.cloudflare.com/client/v4",
+        Credentials(token=TOKEN),
+        pacer=Pacer(1_000_000, 10, 10),
+        session=session,
+        **kwargs,
+    )
+
+
+def test_every_request_verifies_tls_has_a_timeout_and_a_user_agent() -> None:
+    session = ScriptedSession(ok([]))
+    client = scripted_client(session, timeout=7.5)
+    assert client.list_rules(ZONE, TAG) == []
+    (call,) = session.calls
+    assert call["verify"] is True
+    assert call["timeout"] == 7.5
+    assert call["allow_redirects"] is False
+    assert call["headers"]["User-Agent"] == f"reconcile/{__version__}"
+    assert call["url"] == (
+        f"https://api.cloudflare.com/client/v4/zones/{ZONE_ID}/firewall/access_rules/rules"
+        "?notes=Blocked%20by%20fail2ban&page=1&per_page=1000"
+    )
+
+
+def test_list_keeps_the_first_copy_of_a_rule_that_shows_up_on_two_pages() -> None:
+    session = ScriptedSession(
+        ok([api_rule(1), api_rule(2), api_rule(3), api_rule(4), api_rule(5)]), ok([api_rule(5), api_rule(6)])
+    )
+    rules = scripted_client(session, per_page=5).list_rules(ZONE, TAG)
+    assert [r.id for r in rules] == [f"{n:032x}" for n in range(1, 7)]
+    assert len(session.calls) == 2
+
+
+def test_list_result_that_is_not_a_list_is_an_incomplete_listing() -> None:
+    session = ScriptedSession(ok({"id": "x"}))
+    with pytest.raises(IncompleteListing, match="not a list of rules"):
+        scripted_client(session).list_rules(ZONE, TAG)
+
+
+# --- against the emulator: reading ---------------------------------------------------------------------
+
+
+def test_list_reads_every_page_until_a_short_one(cf: CloudflareEmulator) -> None:
+    values = seed(cf, 12)
+    h = Harness(cf, per_page=5)
+    rules = h.client.list_rules(ZONE, TAG)
+    assert [r.value for r in rules] == values
+    assert [r.query["page"] for r in gets(cf)] == ["1", "2", "3"]
+    assert all(r.query["per_page"] == "5" and r.query["notes"] == TAG for r in gets(cf))
+    assert h.client.requests == 3 == h.pacer.requests
+    assert h.client.retried == 0 and h.sleeps == []
+
+
+def test_list_with_an_exactly_full_last_page_asks_for_one_more(cf: CloudflareEmulator) -> None:
+    seed(cf, 10)
+    h = Harness(cf, per_page=5)
+    assert len(h.client.list_rules(ZONE, TAG)) == 10
+    assert [r.query["page"] for r in gets(cf)] == ["1", "2", "3"]
+
+
+def test_list_of_an_empty_scope_is_one_request(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    assert h.client.list_rules(ACCOUNT, TAG) == []
+    assert len(cf.requests) == 1
+    assert cf.requests[0].path == f"/accounts/{ACCOUNT_ID}/firewall/access_rules/rules"
+
+
+def test_list_filters_on_notes_and_parses_rules(cf: CloudflareEmulator) -> None:
+    cf.add_rule(
+        "zone", ZONE_ID, "ip", "198.51.100.7", notes="blocked BY FAIL2BAN jail=sshd", mode="challenge"
+    )
+    cf.add_rule("zone", ZONE_ID, "ip6", "2001:db8::5", notes=f"{TAG} jail=recidive")
+    cf.add_rule("zone", ZONE_ID, "ip", "198.51.100.8", notes="office")
+    cf.add_rule("zone", ZONE_ID, "ip", "198.51.100.9")
+    cf.add_rule("zone", ZONE_ID_2, "ip", "198.51.100.10", notes=TAG)  # another zone
+    h = Harness(cf)
+    rules = h.client.list_rules(ZONE, TAG)
+    assert [(r.target, r.value, r.mode) for r in rules] == [
+        ("ip", "198.51.100.7", "challenge"),
+        ("ip6", "2001:db8::5", "block"),
+    ]
+    snapshot = {r["id"]: r for r in cf.rules("zone", ZONE_ID)}
+    for rule in rules:
+        assert rule.scope == ZONE
+        assert len(rule.id) == 32 and rule.id in snapshot
+        assert rule.notes == snapshot[rule.id]["notes"]
+        assert rule.created_on is not None and rule.created_on.tzinfo is not None
+        assert rule.modified_on is not None and rule.modified_on.utcoffset() == timedelta(0)
+    # An empty filter lists everything, and a rule without notes comes back with notes "".
+    everything = h.client.list_rules(ZONE, "")
+    assert len(everything) == 4
+    assert everything[-1].value == "198.51.100.9" and everything[-1].notes == ""
+
+
+def test_legacy_email_and_key_auth(cf: CloudflareEmulator) -> None:
+    seed(cf, 2)
+    h = Harness(cf, credentials=Credentials(email=EMAIL, key=GLOBAL_KEY))
+    assert len(h.client.list_rules(ZONE, TAG)) == 2
+    assert h.client.create_rule(ZONE, "ip", "198.51.100.20", "block", f"{TAG} x") is not None
+    assert {r.auth for r in cf.requests} == {"key"}
+
+
+def test_wrong_token_is_a_clear_error_without_the_token(
+    cf: CloudflareEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconcile")
+    h = Harness(cf, credentials=Credentials(token=WRONG_TOKEN))
+    with pytest.raises(CloudflareError) as info:
+        h.client.create_rule(ZONE, "ip", "198.51.100.20", "block", TAG)
+    exc = info.value
+    assert isinstance(exc, ApiError)
+    assert exc.status in (400, 403) and exc.codes
+    assert str(exc.codes[0]) in str(exc)
+    assert "POST" in str(exc) and ZONE.rules_path in str(exc)
+    for text in (str(exc), repr(exc), repr(exc.args), caplog.text):
+        assert WRONG_TOKEN not in text and TOKEN not in text
+    assert h.client.requests == 1  # auth errors are not retried
+    assert cf.rules() == []
+
+
+def test_wrong_token_during_listing_is_an_incomplete_listing(cf: CloudflareEmulator) -> None:
+    seed(cf, 2)
+    h = Harness(cf, credentials=Credentials(token=WRONG_TOKEN))
+    with pytest.raises(IncompleteListing) as info:
+        h.client.list_rules(ZONE, TAG)
+    assert info.value.rules == ()
+    assert info.value.codes and WRONG_TOKEN not in str(info.value)
+
+
+# --- against the emulator: writing ---------------------------------------------------------------------
+
+
+def test_create_ip_and_ip6(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    v4 = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} jail=sshd")
+    v6 = h.client.create_rule(ACCOUNT, "ip6", "2001:db8::4", "managed_challenge", f"{TAG} jail=recidive")
+    assert v4 is not None and v6 is not None
+    assert (v4.scope, v4.target, v4.value, v4.mode, v4.notes) == (
+        ZONE,
+        "ip",
+        "198.51.100.4",
+        "block",
+        f"{TAG} jail=sshd",
+    )
+    assert (v6.scope, v6.target, v6.mode) == (ACCOUNT, "ip6", "managed_challenge")
+    assert v4.created_on is not None and v4.created_on.tzinfo is not None
+    assert [r["id"] for r in cf.rules("zone", ZONE_ID)] == [v4.id]
+    assert [r["id"] for r in cf.rules("account", ACCOUNT_ID)] == [v6.id]
+    post = cf.writes()[0]
+    assert post.method == "POST" and post.body == {
+        "mode": "block",
+        "configuration": {"target": "ip", "value": "198.51.100.4"},
+        "notes": f"{TAG} jail=sshd",
+    }
+
+
+def test_create_duplicate_counts_as_done(cf: CloudflareEmulator) -> None:
+    cf.add_rule("zone", ZONE_ID, "ip", "198.51.100.4", notes="someone else's rule")
+    h = Harness(cf)
+    assert h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG) is None
+    assert len(cf.rules()) == 1 and cf.rules()[0]["notes"] == "someone else's rule"
+    assert h.client.requests == 1
+
+
+def test_update_rule(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    made = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} until=a")
+    assert made is not None
+    updated = h.client.update_rule(ZONE, made.id, "challenge", f"{TAG} until=b")
+    assert (updated.id, updated.mode, updated.notes, updated.value) == (
+        made.id,
+        "challenge",
+        f"{TAG} until=b",
+        "198.51.100.4",
+    )
+    assert cf.rules()[0]["notes"] == f"{TAG} until=b"
+    patch = cf.writes()[-1]
+    assert patch.method == "PATCH" and patch.body == {"mode": "challenge", "notes": f"{TAG} until=b"}
+
+
+def test_update_of_a_missing_rule_is_an_error(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    with pytest.raises(ApiError) as info:
+        h.client.update_rule(ZONE, "0" * 32, "block", TAG)
+    assert info.value.status == 404
+
+
+def test_delete_rule_and_delete_again(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    made = h.client.create_rule(ACCOUNT, "ip", "198.51.100.4", "block", TAG)
+    assert made is not None
+    assert h.client.delete_rule(ACCOUNT, made.id) is True
+    assert cf.rules("account", ACCOUNT_ID) == []
+    assert h.client.delete_rule(ACCOUNT, made.id) is False  # already gone: done
+    deletes = [r for r in cf.writes() if r.method == "DELETE"]
+    assert len(deletes) == 2 and all(r.body == {} for r in deletes)
+
+
+# --- faults and retries ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503", "reset"])
+def test_transient_faults_are_retried(cf: CloudflareEmulator, kind: str) -> None:
+    seed(cf, 3)
+    h = Harness(cf)
+    cf.inject(kind, method="GET", count=2)
+    assert len(h.client.list_rules(ZONE, TAG)) == 3
+    assert h.client.requests == 3 == h.pacer.requests
+    assert h.client.retried == 2 and len(h.sleeps) == 2
+    assert all(0 <= s < 8 for s in h.sleeps)
+
+
+def test_transient_fault_on_a_write_is_retried(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    cf.inject("503", method="POST")
+    assert h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG) is not None
+    assert len(cf.rules()) == 1 and h.client.retried == 1
+
+
+def test_a_slow_answer_past_the_timeout_is_retried(cf: CloudflareEmulator) -> None:
+    made = Harness(cf).client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} old")
+    assert made is not None
+    h = Harness(cf, timeout=0.3)
+    cf.inject("delay", method="PATCH", delay=1.5)
+    updated = h.client.update_rule(ZONE, made.id, "block", f"{TAG} new")
+    assert updated.notes == f"{TAG} new"
+    assert h.client.requests == 2 and h.client.retried == 1
+
+
+def test_retries_are_bounded(cf: CloudflareEmulator) -> None:
+    h = Harness(cf, retries=3)
+    cf.inject("502", method="POST", count=10)
+    with pytest.raises(CloudflareError) as info:
+        h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert "gave up after 4 attempts" in str(info.value)
+    assert info.value.status == 502 and "POST" in str(info.value)
+    assert h.client.requests == 4 == len(cf.requests)
+    assert h.client.retried == 3 and len(h.sleeps) == 3
+
+
+def test_no_retries_when_retries_is_zero(cf: CloudflareEmulator) -> None:
+    h = Harness(cf, retries=0)
+    cf.inject("reset", method="GET")
+    with pytest.raises(IncompleteListing, match="gave up after 1 attempts"):
+        h.client.list_rules(ZONE, TAG)
+    assert h.client.requests == 1 and h.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("success_false", "Cloudflare refused"),
+        ("malformed_json", "not JSON"),
+        ("missing_result", "no `result`"),
+        ("400", "Cloudflare refused"),
+    ],
+)
+def test_bad_answers_are_clear_errors_and_not_retried(cf: CloudflareEmulator, kind: str, words: str) -> None:
+    h = Harness(cf)
+    cf.inject(kind, method="POST")
+    with pytest.raises(CloudflareError) as info:
+        h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    exc = info.value
+    text = str(exc)
+    assert words in text
+    assert text.startswith(f"POST {ZONE.rules_path} -> HTTP {exc.status}")
+    assert TOKEN not in text
+    if kind in ("success_false", "400"):
+        assert isinstance(exc, ApiError) and exc.codes
+    if kind == "400":
+        assert exc.status == 400
+    assert h.client.requests == 1 and h.client.retried == 0
+
+
+def test_html_error_page_excerpt_in_the_final_error(cf: CloudflareEmulator) -> None:
+    h = Harness(cf, retries=1)
+    cf.inject("503", method="DELETE", count=2)
+    with pytest.raises(CloudflareError) as info:
+        h.client.delete_rule(ZONE, "1" * 32)
+    text = str(info.value)
+    assert "HTTP 503" in text and "gave up after 2 attempts" in text
+    assert "<" in text  # a piece of the HTML page, whitespace-collapsed
+    assert "\n" not in text
+
+
+# --- limits ---------------------------------------------------------------------------------------------
+
+
+def test_429_stops_the_client_for_the_rest_of_the_run() -> None:
+    with CloudflareEmulator(rate_limit=3, rate_window=300.0) as cf:
+        seed(cf, 2)
+        h = Harness(cf)
+        h.client.list_rules(ZONE, TAG)
+        h.client.create_rule(ZONE, "ip", "198.51.100.40", "block", TAG)
+        h.client.create_rule(ZONE, "ip", "198.51.100.41", "block", TAG)
+        sent = len(cf.requests)
+        with pytest.raises(RateLimited) as info:
+            h.client.create_rule(ZONE, "ip", "198.51.100.42", "block", TAG)
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 300
+        assert info.value.exit_code == 4
+        assert len(cf.requests) == sent + 1  # exactly one request, never retried
+        assert h.client.rate_limited == 1 == cf.rate_limited
+        assert h.client.retried == 0 and h.sleeps == []
+        # Every later call is refused without sending anything.
+        for call in (
+            lambda: h.client.list_rules(ZONE, TAG),
+            lambda: h.client.delete_rule(ZONE, "1" * 32),
+            lambda: h.client.update_rule(ZONE, "1" * 32, "block", TAG),
+        ):
+            with pytest.raises(RateLimited) as again:
+                call()
+            assert again.value.retry_after == info.value.retry_after
+        assert len(cf.requests) == sent + 1 and h.client.requests == sent + 1
+        assert h.client.rate_limited == 1
+        assert cf.violations == []
+
+
+def test_429_during_a_listing_is_not_an_incomplete_listing() -> None:
+    with CloudflareEmulator(rate_limit=1) as cf:
+        seed(cf, 6)
+        h = Harness(cf, per_page=5)
+        with pytest.raises(RateLimited) as info:
+            h.client.list_rules(ZONE, TAG)
+        assert not isinstance(info.value, IncompleteListing)
+        assert [r.status for r in cf.requests] == [200, 429]
+        assert cf.violations == []
+
+
+def test_budget_exhausted_mid_listing(cf: CloudflareEmulator) -> None:
+    seed(cf, 12)
+    h = Harness(cf, per_page=5, pacer=Pacer(1_000_000, 2, 600))
+    with pytest.raises(BudgetExhausted, match="request budget of 2 used up"):
+        h.client.list_rules(ZONE, TAG)
+    assert len(cf.requests) == 2 == h.client.requests
+
+
+def test_retries_count_against_the_budget(cf: CloudflareEmulator) -> None:
+    h = Harness(cf, pacer=Pacer(1_000_000, 2, 600), retries=5)
+    cf.inject("500", method="GET", count=5)
+    with pytest.raises(BudgetExhausted):
+        h.client.list_rules(ZONE, TAG)
+    assert len(cf.requests) == 2
+
+
+class FaultOnPage(requests.Session):
+    """Injects an emulator fault just before the request for a given list page goes out."""
+
+    def __init__(self, cf: CloudflareEmulator, page: int, kind: str, count: int) -> None:
+        super().__init__()
+        self.cf, self.marker, self.kind, self.count = cf, f"page={page}&", kind, count
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.count and self.marker in str(url):
+            self.cf.inject(self.kind, method="GET", count=self.count)
+            self.count = 0
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.mark.parametrize(("kind", "count", "sent"), [("success_false", 1, 2), ("502", 4, 5)])
+def test_failure_on_page_two_is_an_incomplete_listing_with_page_one(
+    cf: CloudflareEmulator, kind: str, count: int, sent: int
+) -> None:
+    values = seed(cf, 12)
+    h = Harness(cf, per_page=5, retries=3, session=FaultOnPage(cf, 2, kind, count))
+    with pytest.raises(IncompleteListing) as info:
+        h.client.list_rules(ZONE, TAG)
+    exc = info.value
+    assert [r.value for r in exc.rules] == values[:5]
+    assert exc.scope == ZONE and isinstance(exc.cause, CloudflareError)
+    assert "page=2" in exc.path and "incomplete after 5 rules" in str(exc)
+    assert h.client.requests == sent
+    assert exc.exit_code == 1
+
+
+def test_failure_on_page_one_is_an_incomplete_listing_with_nothing(cf: CloudflareEmulator) -> None:
+    seed(cf, 3)
+    h = Harness(cf)
+    cf.inject("malformed_json", method="GET")
+    with pytest.raises(IncompleteListing) as info:
+        h.client.list_rules(ZONE, TAG)
+    assert info.value.rules == () and "not JSON" in str(info.value)
+
+
+# --- logging --------------------------------------------------------------------------------------------
+
+
+def test_one_debug_line_per_attempt_without_headers(
+    cf: CloudflareEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconcile.cloudflare")
+    seed(cf, 1)
+    h = Harness(cf)
+    cf.inject("502", method="GET")
+    h.client.list_rules(ZONE, TAG)
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "reconcile.cloudflare" and r.levelno == logging.DEBUG
+    ]
+    query = "?notes=Blocked%20by%20fail2ban&page=1&per_page=1000"
+    assert len(lines) == 2
+    assert lines[0].startswith(f"GET {ZONE.rules_path}{query} -> 502 in ") and lines[0].endswith(" ms")
+    assert lines[1].startswith(f"GET {ZONE.rules_path}{query} -> 200 in ")
+    for record in caplog.records:
+        text = record.getMessage()
+        assert TOKEN not in text and "Bearer" not in text and "Authorization" not in text
