@@ -112,6 +112,8 @@ def execute(
     client_factory: Callable[[Config, Credentials, Pacer], Client] = make_client,
 ) -> Outcome:
     started = time.monotonic()
+    # Created first, so the run's time limit covers the fail2ban read too.
+    pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
     state = fail2ban.read_state(config.fail2ban_command, config.jails, config.fail2ban_timeout)
     bans, invalid = bans_mod.merge(state.entries)
@@ -121,7 +123,6 @@ def execute(
         "fail2ban: %d jails, %d entries, %d distinct IPs", len(state.jails), len(state.entries), len(bans)
     )
 
-    pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     outcome = Outcome(EXIT_OK, state=state)
     with client_factory(config, credentials, pacer) as client:
 
