@@ -1,0 +1,384 @@
+"""reconcile.fail2ban against a real private fail2ban-server, and every way a call can fail."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from reconcile.bans import merge
+from reconcile.errors import Fail2banError
+from reconcile.fail2ban import read_state, run_client
+from reconcile.model import BanEntry
+from tests.f2b_server import F2B, JAILS, require_fail2ban, running_f2b
+
+TIMEOUT = 30.0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def by_key(entries: tuple[BanEntry, ...]) -> dict[tuple[str, str], BanEntry]:
+    return {(e.jail, e.value): e for e in entries}
+
+
+def fake_client(body: str) -> list[str]:
+    """A command prefix running `body` as Python instead of fail2ban-client (argv[1:] = the client args)."""
+    return [sys.executable, "-c", body]
+
+
+def gone_or_zombie(pid: int) -> bool:
+    # PID 1 here may not reap orphans, so a killed grandchild can linger as a zombie: it is dead all the same
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+# --- against the real server ------------------------------------------------------------------------------
+
+
+@pytest.mark.fail2ban
+def test_read_state_every_jail(f2b: F2B) -> None:
+    before = now().replace(microsecond=0)
+    f2b.ban("sshd", "203.0.113.5", "2001:DB8::1")
+    f2b.ban("nginx-limit-req", "198.51.100.7", "2001:db8::2")
+    f2b.ban("recidive", "203.0.113.5", "not_an_ip", "192.0.2.0/24")
+    f2b.ban("manual", "198.18.0.1", "2001:db8:ffff::9")
+    after = now()
+
+    state = read_state(f2b.command, [], TIMEOUT)
+
+    assert state.jails == JAILS
+    entries = by_key(state.entries)
+    assert set(entries) == {
+        ("sshd", "203.0.113.5"),
+        ("sshd", "2001:db8::1"),  # fail2ban normalises IPv6 itself
+        ("nginx-limit-req", "198.51.100.7"),
+        ("nginx-limit-req", "2001:db8::2"),
+        ("recidive", "203.0.113.5"),
+        ("recidive", "not_an_ip"),
+        ("recidive", "192.0.2.0/24"),
+        ("manual", "198.18.0.1"),
+        ("manual", "2001:db8:ffff::9"),
+    }
+    length = {"sshd": 3600, "nginx-limit-req": 3600, "recidive": 604800}
+    for (jail, _), e in entries.items():
+        assert before <= e.start <= after
+        assert e.start.utcoffset() == timedelta(0)
+        if jail == "manual":
+            assert e.end is None
+        else:
+            assert e.end == e.start + timedelta(seconds=length[jail])
+
+    bans, invalid = merge(state.entries)
+    assert sorted(e.value for e in invalid) == ["192.0.2.0/24", "not_an_ip"]
+    merged = {str(b.ip): b for b in bans}
+    assert list(merged) == [
+        "198.18.0.1",
+        "198.51.100.7",
+        "203.0.113.5",
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db8:ffff::9",
+    ]
+    twice = merged["203.0.113.5"]
+    assert twice.jails == ("recidive", "sshd")
+    assert twice.until == entries["recidive", "203.0.113.5"].end  # the latest end wins
+    assert merged["198.18.0.1"].until is None
+    assert merged["198.18.0.1"].jails == ("manual",)
+
+
+@pytest.mark.fail2ban
+def test_permanent_ban_in_two_jails_stays_permanent(f2b: F2B) -> None:
+    f2b.ban("sshd", "198.18.7.7")
+    f2b.ban("manual", "198.18.7.7")
+    [ban], invalid = merge(read_state(f2b.command, [], TIMEOUT).entries)
+    assert invalid == []
+    assert ban.jails == ("manual", "sshd")
+    assert ban.until is None
+
+
+@pytest.mark.fail2ban
+def test_no_bans_is_an_empty_state(f2b: F2B) -> None:
+    state = read_state(f2b.command, [], TIMEOUT)
+    assert state.jails == JAILS
+    assert state.entries == ()
+
+
+@pytest.mark.fail2ban
+def test_configured_subset(f2b: F2B) -> None:
+    f2b.ban("sshd", "198.18.0.2")
+    f2b.ban("manual", "198.18.0.3")
+    f2b.ban("recidive", "198.18.0.4")
+    state = read_state(f2b.command, ["sshd", "manual", "sshd"], TIMEOUT)
+    assert state.jails == ("sshd", "manual")
+    assert sorted((e.jail, e.value) for e in state.entries) == [
+        ("manual", "198.18.0.3"),
+        ("sshd", "198.18.0.2"),
+    ]
+
+
+@pytest.mark.fail2ban
+def test_unknown_configured_jail(f2b: F2B) -> None:
+    with pytest.raises(Fail2banError, match=r"configured jail\(s\) not in fail2ban: nosuchjail.*sshd"):
+        read_state(f2b.command, ["sshd", "nosuchjail"], TIMEOUT)
+
+
+@pytest.mark.fail2ban
+def test_jail_that_does_not_exist(f2b: F2B) -> None:
+    with pytest.raises(
+        Fail2banError, match=r"get nosuchjail banip --with-time: fail2ban jail 'nosuchjail' does not"
+    ):
+        run_client(f2b.command, ["get", "nosuchjail", "banip", "--with-time"], TIMEOUT)
+
+
+@pytest.mark.fail2ban
+def test_server_stopped(f2b: F2B) -> None:
+    f2b.stop()
+    assert not f2b.sock.exists()
+    with pytest.raises(
+        Fail2banError, match=r"^fail2ban is not running: fail2ban-client status: socket .* does not"
+    ):
+        read_state(f2b.command, [], TIMEOUT)
+
+
+@pytest.mark.fail2ban
+def test_stale_socket_after_kill_9(f2b: F2B) -> None:
+    f2b.ban("sshd", "198.18.0.9")
+    f2b.kill9()
+    assert f2b.sock.exists()
+    with pytest.raises(Fail2banError, match=r"^fail2ban is not running: .*connection refused \(stale socket"):
+        read_state(f2b.command, [], TIMEOUT)
+    # the fixture can bring the server back over the stale socket; the ban comes back from its database
+    f2b.start()
+    deadline = time.monotonic() + 10
+    while not read_state(f2b.command, ["sshd"], TIMEOUT).entries and time.monotonic() < deadline:
+        time.sleep(0.05)  # restore from the database is asynchronous (pitfall 6)
+    assert [e.value for e in read_state(f2b.command, ["sshd"], TIMEOUT).entries] == ["198.18.0.9"]
+
+
+@pytest.mark.fail2ban
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching to uid 65534 needs root (the server then runs as root)"
+)
+def test_permission_denied(f2b: F2B) -> None:
+    # mkdtemp made the base 0700; open it so that "nobody" reaches the socket itself (srwx------ root) rather
+    # than failing on the directory, which fail2ban-client reports as "not running"
+    f2b.base.chmod(0o755)
+    nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "fail2ban-client",
+        "-s",
+        str(f2b.sock),
+    ]
+    with pytest.raises(
+        Fail2banError, match=r"permission denied on fail2ban's socket .*: run reconcile as root"
+    ):
+        read_state(nobody, [], TIMEOUT)
+    # root through the same socket works: it is the user, not the path
+    assert read_state(["fail2ban-client", "-s", str(f2b.sock)], [], TIMEOUT).jails == JAILS
+
+
+@pytest.mark.fail2ban
+def test_server_in_another_time_zone() -> None:
+    # pitfall 4: the server prints wall time in its own zone; read_state must be told that zone
+    with running_f2b(server_env={"TZ": "Asia/Tokyo"}) as srv:
+        before = now().replace(microsecond=0)
+        srv.ban("sshd", "198.18.0.5")
+        after = now()
+        [right] = read_state(srv.command, ["sshd"], TIMEOUT, tz=ZoneInfo("Asia/Tokyo")).entries
+        [wrong] = read_state(srv.command, ["sshd"], TIMEOUT, tz=UTC).entries
+    assert before <= right.start <= after
+    assert right.end == right.start + timedelta(hours=1)
+    assert wrong.start - right.start == timedelta(hours=9)
+
+
+def test_fixture_leaves_nothing_behind() -> None:
+    with running_f2b() as srv:
+        assert srv.proc is not None
+        pid, base = srv.proc.pid, srv.base
+        assert srv.sock.exists()
+    assert not base.exists()
+    assert gone_or_zombie(pid)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # our own child: reaped, not a zombie
+
+
+def test_missing_fail2ban_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a silent skip would hide a broken setup: `make test` installs fail2ban
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match=r"fail2ban-server, fail2ban-client not found on PATH"):
+        require_fail2ban()
+
+
+# --- failures that need no server -----------------------------------------------------------------------
+
+
+def test_executable_missing() -> None:
+    with pytest.raises(
+        Fail2banError, match=r"fail2ban-client status: executable not found: /nonexistent/f2b-client"
+    ):
+        read_state(["/nonexistent/f2b-client"], [], TIMEOUT)
+
+
+def test_executable_not_runnable(tmp_path: Path) -> None:
+    script = tmp_path / "fail2ban-client"
+    script.write_text("#!/bin/sh\necho nope\n")
+    script.chmod(0o644)
+    with pytest.raises(Fail2banError, match=r"fail2ban-client status: cannot run .*Permission denied"):
+        run_client([str(script)], ["status"], TIMEOUT)
+
+
+def test_timeout_kills_the_client_and_its_children(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    body = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "open(sys.argv[1], 'w').write(f'{os.getpid()} {child.pid}')\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(Fail2banError, match=r"^fail2ban-client status: timed out after 0\.5 s"):
+        read_state([*fake_client(body), str(pids)], [], 0.5)
+    assert time.monotonic() - started < 5
+    client, grandchild = (int(p) for p in pids.read_text().split())
+    with pytest.raises(ProcessLookupError):
+        os.kill(client, 0)  # killed and reaped
+    deadline = time.monotonic() + 5
+    while not gone_or_zombie(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone_or_zombie(grandchild)
+
+
+def test_timeout_with_the_plain_sleeping_prefix() -> None:
+    prefix = [sys.executable, "-c", "import time; time.sleep(60)", "--"]
+    started = time.monotonic()
+    with pytest.raises(Fail2banError, match=r"timed out after 0\.5 s"):
+        run_client(prefix, ["status"], 0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_unparseable_status() -> None:
+    with pytest.raises(
+        Fail2banError, match=r"^unparseable output from fail2ban-client status: .*'Server replied"
+    ):
+        read_state(fake_client("print('Server replied: pong')"), [], TIMEOUT)
+
+
+def test_unparseable_ban_list() -> None:
+    body = (
+        "import sys\n"
+        "if sys.argv[1:] == ['status']:\n"
+        "    print('Status\\n|- Number of jail:\\t2\\n`- Jail list:\\tmanual, sshd')\n"
+        "elif sys.argv[2] == 'manual':\n"
+        "    print('')\n"
+        "else:\n"
+        "    print('198.18.0.1 \\t2026-11-21 04:47:38 + 3600 = 2026-11-21 05:47:38\\nJUNK LINE')\n"
+    )
+    with pytest.raises(Fail2banError) as err:
+        read_state(fake_client(body), [], TIMEOUT)
+    assert str(err.value) == (
+        "unparseable output from fail2ban-client get sshd banip --with-time: "
+        "jail sshd: line 2 'JUNK LINE' is not 'IP \\tSTART + SECONDS = END'"
+    )
+
+
+def test_fake_client_round_trip_uses_given_zone() -> None:
+    body = (
+        "import sys\n"
+        "if sys.argv[1:] == ['status']:\n"
+        "    print('Status\\n|- Number of jail:\\t1\\n`- Jail list:\\tsshd')\n"
+        "else:\n"
+        "    print('203.0.113.5 \\t2026-11-21 13:51:21 + 3600 = 2026-11-21 14:51:21')\n"
+    )
+    state = read_state(fake_client(body), [], TIMEOUT, tz=ZoneInfo("Asia/Tokyo"))
+    assert state.jails == ("sshd",)
+    assert state.entries == (
+        BanEntry(
+            "sshd",
+            "203.0.113.5",
+            datetime(2026, 11, 21, 4, 51, 21, tzinfo=UTC),
+            datetime(2026, 11, 21, 5, 51, 21, tzinfo=UTC),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "import sys; print('ERROR: Base configuration directory /x does not exist '); sys.exit(255)",
+            r"^fail2ban-client status: exit 255: ERROR: Base configuration directory /x does not exist$",
+        ),
+        (
+            "import sys; sys.stderr.write('2026-11-21 04:47:57,331 fail2ban   [6854]: ERROR   NOK: "
+            "(\\'Invalid command\\',)\\n'); sys.exit(255)",
+            r"^fail2ban-client status: exit 255: NOK: \('Invalid command',\)$",
+        ),
+        ("import sys; sys.exit(3)", r"^fail2ban-client status: exit 3: no output$"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+            r"^fail2ban-client status: killed by signal 9$",
+        ),
+    ],
+)
+def test_other_failures_name_the_cause(body: str, message: str) -> None:
+    with pytest.raises(Fail2banError, match=message):
+        run_client(fake_client(body), ["status"], TIMEOUT)
+
+
+def test_undecodable_output_is_a_parse_error() -> None:
+    body = "import sys; sys.stdout.buffer.write(b'Status\\xff\\xfe\\n')"
+    with pytest.raises(
+        Fail2banError, match=r"^unparseable output from fail2ban-client status: .*Status\ufffd\ufffd"
+    ):
+        read_state(fake_client(body), [], TIMEOUT)
+
+
+def test_empty_command() -> None:
+    with pytest.raises(Fail2banError, match=r"command is empty"):
+        run_client([], ["status"], TIMEOUT)
+
+
+def test_success_returns_stdout_and_ignores_warnings_on_stderr() -> None:
+    body = "import sys; sys.stderr.write('WARNING No filter set\\n'); print('Server replied: pong')"
+    assert run_client(fake_client(body), ["ping"], TIMEOUT) == "Server replied: pong\n"
+
+
+def test_runs_without_a_shell_and_logs_argv_and_duration(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconcile.fail2ban")
+    body = "import sys; print(repr(sys.argv[1:]))"
+    out = run_client(fake_client(body), ["get", "sshd", "banip", "$(touch /tmp/pwned)", "; ls"], TIMEOUT)
+    assert out == "['get', 'sshd', 'banip', '$(touch /tmp/pwned)', '; ls']\n"
+    [record] = [r for r in caplog.records if r.name == "reconcile.fail2ban"]
+    assert record.levelno == logging.DEBUG
+    assert "get sshd banip" in record.getMessage()
+    assert " s" in record.getMessage() and "exit 0" in record.getMessage()
+
+
+def test_stdin_is_not_inherited() -> None:
+    # put readable data on our fd 0 for the duration: the client must see an empty stdin, never ours
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"leaked")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        out = run_client(fake_client("import sys; print(repr(sys.stdin.read()))"), [], TIMEOUT)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert out == "''\n"
