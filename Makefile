@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo bench system-deps venv clean
+.PHONY: test lint demo bench system-deps venv clean install-system
 
 venv: $(STAMP)
 
@@ -26,10 +26,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: system-deps $(STAMP)
-	$(BIN)/pytest -q -s tests/benchmarks
+	$(BIN)/pytest -q -s -o python_files="bench_*.py" tests/benchmarks
 
 demo: system-deps $(STAMP)
-	$(BIN)/python tests/demo.py
+	$(BIN)/python -m tests.demo
+
+# As root: the package in /opt/reconcile, systemd units, fail2ban actions, the example config (cron/install.sh).
+install-system:
+	sh cron/install.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

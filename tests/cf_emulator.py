@@ -388,6 +388,8 @@ class CloudflareEmulator:
             **{("zone", z): {} for z in zones},
             **{("account", a): {} for a in accounts},
         }
+        # (target, normalised value) -> rule id per scope: duplicate checks stay O(1) with 10,000s of rules.
+        self._keys: dict[tuple[str, str], dict[tuple[str, str], str]] = {scope: {} for scope in self._scopes}
         self.max_per_page = max_per_page
         self.rate_limit = rate_limit
         self.rate_window = rate_window
@@ -494,13 +496,13 @@ class CloudflareEmulator:
             rule["scope"] = {"id": scope_id, "type": "account"}
         return rule
 
-    def _duplicate(self, rules: dict[str, dict[str, Any]], target: str, value: str) -> dict[str, Any] | None:
-        key = (target, normalised_value(target, value))
-        for rule in rules.values():
-            config = rule["configuration"]
-            if (config["target"], normalised_value(config["target"], config["value"])) == key:
-                return rule
-        return None
+    def _duplicate(self, scope: tuple[str, str], target: str, value: str) -> str | None:
+        return self._keys[scope].get((target, normalised_value(target, value)))
+
+    def _store(self, scope: tuple[str, str], rule: dict[str, Any]) -> None:
+        config = rule["configuration"]
+        self._keys[scope][(config["target"], normalised_value(config["target"], config["value"]))] = rule["id"]
+        self._scopes[scope][rule["id"]] = rule
 
     def add_rule(
         self,
@@ -524,11 +526,11 @@ class CloudflareEmulator:
         else:
             created = created_on if created_on is not None else _iso(self.now())
         with self._lock:
-            rules = self._scope(kind, scope_id)
-            if self._duplicate(rules, target, value) is not None:
+            self._scope(kind, scope_id)  # ValueError for an unknown scope
+            if self._duplicate((kind, scope_id), target, value) is not None:
                 raise ValueError(f"duplicate rule for {target} {value}")
             rule = self._new_rule(kind, scope_id, target, value, mode, notes, created)
-            rules[rule["id"]] = rule
+            self._store((kind, scope_id), rule)
             return copy.deepcopy(rule)
 
     def rules(self, kind: str = "zone", scope_id: str = ZONE_ID) -> list[dict[str, Any]]:
@@ -742,13 +744,12 @@ class CloudflareEmulator:
         if problem is not None:
             return _error(400, E_VALIDATION, f"firewallaccessrules.api.validation_error:{problem}")
         with self._lock:
-            rules = self._scopes[(kind, scope_id)]
-            if self._duplicate(rules, str(target), str(value)) is not None:
+            if self._duplicate((kind, scope_id), str(target), str(value)) is not None:
                 return _error(400, E_DUPLICATE, "firewallaccessrules.api.duplicate_of_existing")
             rule = self._new_rule(
                 kind, scope_id, str(target), str(value), body["mode"], body.get("notes", ""), _iso(self.now())
             )
-            rules[rule["id"]] = rule
+            self._store((kind, scope_id), rule)
             return _json_reply(200, _envelope(copy.deepcopy(rule)))
 
     def _patch(self, kind: str, scope_id: str, rule_id: str, body: Any) -> _Reply:
@@ -767,8 +768,11 @@ class CloudflareEmulator:
 
     def _delete(self, kind: str, scope_id: str, rule_id: str) -> _Reply:
         with self._lock:
-            if self._scopes[(kind, scope_id)].pop(rule_id, None) is None:
+            rule = self._scopes[(kind, scope_id)].pop(rule_id, None)
+            if rule is None:
                 return _error(404, E_NOT_FOUND, "firewallaccessrules.api.not_found")
+            config = rule["configuration"]
+            del self._keys[(kind, scope_id)][(config["target"], normalised_value(config["target"], config["value"]))]
         return _json_reply(200, _envelope({"id": rule_id}))
 
 
