@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconcile import __version__, credentials, lock, render
+from reconcile import __version__, credentials, lock, metrics, render
 from reconcile import config as config_mod
 from reconcile import log as log_mod
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.cloudflare import Credentials
+from reconcile.config import Config
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
 from reconcile.run import Options, Outcome, execute
 
 log = logging.getLogger("reconcile.cli")
@@ -73,17 +76,26 @@ def _main(args: argparse.Namespace) -> int:
     log_mod.redact([s for s in (creds.token, creds.key) if s])
     options = Options(report=args.report, force=args.force)
     if args.report:
-        outcome = execute(config, creds, options)
-        return _finish(outcome, args, config.host_id)
+        return _finish(_execute(config, creds, options), args, config)
     with lock.hold(config.lock_file) as held:
         if not held:
             log.info("another run holds %s; nothing to do", config.lock_file)
             return EXIT_OK
-        outcome = execute(config, creds, options)
-        return _finish(outcome, args, config.host_id)
+        outcome = _execute(config, creds, options)
+        metrics.publish(outcome, config)
+        return _finish(outcome, args, config)
 
 
-def _finish(outcome: Outcome, args: argparse.Namespace, host_id: str) -> int:
+def _execute(config: Config, creds: Credentials, options: Options) -> Outcome:
+    started = time.monotonic()
+    try:
+        return execute(config, creds, options)
+    except ReconcileError as exc:
+        # Still an outcome: the metrics file must say that this run failed, and when.
+        return Outcome(exc.exit_code, error=exc, stats=render.Stats(0, time.monotonic() - started))
+
+
+def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
     plan = outcome.plan
     fmt = args.format or ("table" if args.report else None)
     if plan is not None and fmt == "json":
@@ -94,20 +106,22 @@ def _finish(outcome: Outcome, args: argparse.Namespace, host_id: str) -> int:
                 outcome.stats,
                 unsafe=outcome.unsafe,
                 applied=outcome.applied,
-                host_id=host_id,
+                host_id=config.host_id,
             )
         )
     elif plan is not None and fmt == "table":
         outcomes = {o.change: o for o in outcome.applied.outcomes} if outcome.applied else None
         print(render.table(plan, outcome.now, outcomes))
-    for reason in outcome.unsafe:
-        if not args.force:
+    if not args.force:
+        for reason in outcome.unsafe:
             log.error("%s", reason)
     if outcome.error is not None:
-        log.warning("%s", outcome.error)
-    if plan is not None and not args.quiet:
-        log.info("%s", render.summary(plan, outcome.stats, outcome.applied))
-    elif plan is None and not args.quiet:
-        log.info("no plan made: %d API requests in %.1f s", outcome.stats.requests, outcome.stats.seconds)
+        # 429, budget and deadline are routine (exit 4, the next run goes on); anything else is a failure.
+        level = logging.WARNING if outcome.exit_code == EXIT_PARTIAL else logging.ERROR
+        log.log(level, "%s", outcome.error)
+    if not args.quiet:
+        if plan is not None:
+            log.info("%s", render.summary(plan, outcome.stats, outcome.applied))
+        else:
+            log.info("no changes made: %s", render.summary_without_plan(outcome.stats))
     return outcome.exit_code
-

@@ -144,12 +144,15 @@ def to_json(
     return json.dumps(document, indent=2)
 
 
+def summary_without_plan(stats: Stats) -> str:
+    tail = f"{stats.requests} API request{'' if stats.requests == 1 else 's'} in {stats.seconds:.1f} s"
+    return tail + (f", {stats.rate_limited} rate-limited" if stats.rate_limited else "")
+
+
 def summary(plan: Plan, stats: Stats, applied: Applied | None = None) -> str:
     counts = plan.counts()
     quiet = f"{counts[Action.KEEP]} kept, {counts[Action.FOREIGN]} foreign, {counts[Action.SKIP]} skipped"
-    tail = f"{stats.requests} API requests in {stats.seconds:.1f} s"
-    if stats.rate_limited:
-        tail += f", {stats.rate_limited} rate-limited"
+    tail = summary_without_plan(stats)
     if applied is None:
         writes = ", ".join(f"{counts[a]} to {a}" for a in (Action.ADD, Action.RENEW, Action.EXPIRE))
         return f"report: would write {writes}; {quiet}; {tail}"

@@ -96,6 +96,9 @@ def list_scope(client: Client, scope: Scope, tag: str) -> RuleListing:
         try:
             found = client.list_rules(scope, notes_filter)
         except IncompleteListing as exc:
+            if not exc.rules:
+                # Not even the first page: Cloudflare is unreachable or refuses us, and every write would too.
+                raise exc.cause from None
             log.error("%s", exc)
             found, complete = list(exc.rules), False
         rules.update((rule.id, rule) for rule in found)

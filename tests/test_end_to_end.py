@@ -277,3 +277,30 @@ def test_version_and_module_entry_point():
     for argv in ([sys.executable, "-m", "reconcile", "--version"], [str(RECONCILE), "--version"]):
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
         assert out.startswith("reconcile ")
+
+
+def test_metrics_file_records_success_and_failure(harness: Harness):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(path):
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(path.read_text())
+            for s in family.samples
+        }
+
+    prom = harness.workdir / "textfile" / "reconcile.prom"
+    prom.parent.mkdir()
+    harness.config(metrics={"textfile": str(prom)})
+    harness.f2b.ban("sshd", V4, V6)
+    assert harness.run().returncode == 0
+    ok = samples(prom)
+    assert ok[("reconcile_last_run_success", ())] == 1
+    assert ok[("reconcile_bans", (("jail", "sshd"),))] == 2
+    assert ok[("reconcile_changes_applied", (("action", "add"), ("result", "done")))] == 2
+    harness.f2b.stop()
+    assert harness.run().returncode == 1
+    failed = samples(prom)
+    assert failed[("reconcile_last_run_success", ())] == 0
+    assert failed[("reconcile_last_run_exit_code", ())] == 1
+    harness.f2b.start()
