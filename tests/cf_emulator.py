@@ -261,6 +261,11 @@ def normalised_value(target: str, value: str) -> str:
     return value.upper() if target in ("asn", "country") else value
 
 
+def _rule_key(rule: dict[str, Any]) -> tuple[str, str]:
+    config = rule["configuration"]
+    return config["target"], normalised_value(config["target"], config["value"])
+
+
 def value_problem(target: str, value: Any) -> str | None:
     """Why Cloudflare would refuse this configuration, or None."""
     if not isinstance(value, str) or not value:
@@ -500,8 +505,7 @@ class CloudflareEmulator:
         return self._keys[scope].get((target, normalised_value(target, value)))
 
     def _store(self, scope: tuple[str, str], rule: dict[str, Any]) -> None:
-        config = rule["configuration"]
-        self._keys[scope][(config["target"], normalised_value(config["target"], config["value"]))] = rule["id"]
+        self._keys[scope][_rule_key(rule)] = rule["id"]
         self._scopes[scope][rule["id"]] = rule
 
     def add_rule(
@@ -771,8 +775,7 @@ class CloudflareEmulator:
             rule = self._scopes[(kind, scope_id)].pop(rule_id, None)
             if rule is None:
                 return _error(404, E_NOT_FOUND, "firewallaccessrules.api.not_found")
-            config = rule["configuration"]
-            del self._keys[(kind, scope_id)][(config["target"], normalised_value(config["target"], config["value"]))]
+            del self._keys[(kind, scope_id)][_rule_key(rule)]
         return _json_reply(200, _envelope({"id": rule_id}))
 
 
