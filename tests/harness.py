@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from reconcile import config as config_mod
+from reconcile import credentials
+from reconcile.cloudflare import Client, Credentials
+from reconcile.config import Config
+from reconcile.pacing import Pacer
+from reconcile.run import Options, Outcome, execute
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B
 
@@ -97,6 +108,141 @@ class Harness:
     def rules(self) -> dict[str, dict[str, Any]]:
         """The zone's rules by IP value."""
         return {r["configuration"]["value"]: r for r in self.cf.rules("zone", ZONE_ID)}
+
+    def execute(
+        self,
+        config: Path | None = None,
+        *,
+        force: bool = False,
+        per_page: int = 1000,
+        session: requests.Session | None = None,
+        pacer: Pacer | None = None,
+    ) -> Outcome:
+        """One run inside this process: run.execute with the real fail2ban-server and the emulator.
+
+        Skips the CLI (lock, rendering); `per_page` and `session` reach the product's Client through
+        execute's client_factory, and backoff does not sleep. Much cheaper than `run` per case.
+        """
+        config = config or self.workdir / "reconcile.toml"
+        if not config.exists():
+            config = self.config()
+        loaded = config_mod.load(config)
+        creds = credentials.load(loaded, environ={})
+        return execute(
+            loaded,
+            creds,
+            Options(force=force),
+            pacer=pacer,
+            client_factory=client_factory(per_page=per_page, session=session),
+        )
+
+
+def no_sleep(seconds: float) -> None:
+    """Backoff without waiting: retries are counted, not slept through."""
+
+
+def client_factory(
+    *,
+    per_page: int = 1000,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] = no_sleep,
+) -> Callable[[Config, Credentials, Pacer], Client]:
+    """run.execute's client_factory with test-sized pages (the product always lists 1000 per page)."""
+
+    def make(config: Config, creds: Credentials, pacer: Pacer) -> Client:
+        return Client(
+            config.api_base_url,
+            creds,
+            pacer=pacer,
+            timeout=config.http_timeout,
+            retries=config.retries,
+            sleep=sleep,
+            per_page=per_page,
+            session=session,
+        )
+
+    return make
+
+
+# Where a fault can hit a run, and the method of the request it hits there.
+FAULT_STEPS = {
+    "first page": "GET",
+    "later page": "GET",
+    "create": "POST",
+    "renew": "PATCH",
+    "delete": "DELETE",
+}
+
+
+def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 1.0) -> None:
+    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay")."""
+    if step == "later page":
+        # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
+        # and the fault queued behind it hits the next GET: page 2.
+        cf.inject("delay", method="GET", count=1)
+    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind == "delay" else 0.0)
+
+
+def clear_faults(cf: CloudflareEmulator) -> None:
+    """Drop every queued fault ("the faults stop"); the emulator has no public call for it yet."""
+    with cf._lock:
+        cf._faults.clear()
+
+
+class CountingSession(requests.Session):
+    """Counts the attempts a client sends through it, timed-out and reset ones included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        self.sent += 1
+        return super().request(*args, **kwargs)
+
+
+def wait_for_requests(cf: CloudflareEmulator, count: int, timeout: float = 15.0) -> None:
+    """Poll until the emulator has logged `count` requests since its log was cleared.
+
+    A "delay" fault answers (and logs) after the client gave up, so a run can end before its last
+    request lands; checks of the emulator's state wait for that here.
+    """
+    deadline = time.monotonic() + timeout
+    while len(cf.requests) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"emulator logged {len(cf.requests)} of {count} requests after {timeout} s")
+        time.sleep(0.01)
+
+
+def requests_made(stderr: str) -> int:
+    """The API request count from the command's summary line ("... 12 API requests in 0.3 s")."""
+    found = re.findall(r"(\d+) API requests? in ", stderr)
+    assert found, f"no summary line in: {stderr}"
+    return int(found[-1])
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_logs(level: int = logging.INFO) -> Iterator[list[logging.LogRecord]]:
+    """Records of the `reconcile` logger during an in-process run, whatever the CLI set up before."""
+    logger = logging.getLogger("reconcile")
+    handler = _ListHandler(level)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def make_harness(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path) -> Iterator[Harness]:
