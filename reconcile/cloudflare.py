@@ -258,6 +258,8 @@ class Client:
                 self.retried += 1
             self._pacer.acquire(f"{method} {shown}")
             self.requests += 1
+            # A request never outlives the run's time limit by more than a second.
+            timeout = max(1.0, min(self.timeout, self._pacer.remaining()))
             started = time.monotonic()
             try:
                 response = self._session.request(
@@ -265,12 +267,12 @@ class Client:
                     url,
                     json=body,
                     headers=headers,
-                    timeout=self.timeout,
+                    timeout=timeout,
                     verify=True,  # explicit: overrides a session that was handed in with verify=False
                     allow_redirects=False,  # an API redirect is unexpected; never resend credentials
                 )
             except requests.Timeout as exc:
-                problem, status = f"no answer within {self.timeout:g} s ({type(exc).__name__})", None
+                problem, status = f"no answer within {timeout:g} s ({type(exc).__name__})", None
                 log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
                 continue
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -69,6 +69,10 @@ class Pacer:
         self._last = start
         self.requests += 1
 
+    def remaining(self) -> float:
+        """Seconds left before the run's time limit (never negative)."""
+        return max(0.0, self._started + self.max_seconds - self._clock())
+
     def elapsed(self) -> float:
         """Seconds since the Pacer was created (the run's clock)."""
         return self._clock() - self._started

@@ -248,35 +248,20 @@ def _for_banned(
         return _keep(scope, value, rule, note, policy, "tagged note of unknown format: kept as is", ban)
     if not _is_ours(note, policy.host_id):
         if _lease_live(note, now):
-            until = format_time(note.until) if note.until else "permanent"
-            return _keep(scope, value, rule, note, policy, f"another host's lease, until {until}", ban)
-        return Change(
-            Action.RENEW,
-            value,
-            f"{owner}'s lease ended; taken over",
-            scope,
-            ban,
-            rule,
-            owner,
-            notes,
-            ban.jails,
-        )
-    if rule.notes == notes and rule.mode == policy.mode:
+            return _keep(scope, value, rule, note, policy, _held_by(note), ban)
+        reason = f"{owner}'s lease ended; taken over"
+    elif rule.notes == notes and rule.mode == policy.mode:
         return _keep(scope, value, rule, note, policy, "up to date", ban)
-    return Change(
-        Action.RENEW,
-        value,
-        _renew_reason(rule, note, notes, policy),
-        scope,
-        ban,
-        rule,
-        owner,
-        notes,
-        ban.jails,
-    )
+    else:
+        reason = _renew_reason(rule, note, policy)
+    return Change(Action.RENEW, value, reason, scope, ban, rule, owner, notes, ban.jails)
 
 
-def _renew_reason(rule: Rule, note: Note, notes: str, policy: Policy) -> str:
+def _held_by(note: Note) -> str:
+    return f"another host's lease, until {format_time(note.until) if note.until else 'permanent'}"
+
+
+def _renew_reason(rule: Rule, note: Note, policy: Policy) -> str:
     if note.kind is NoteKind.LEGACY:
         return "adopting an older script's rule"
     if rule.mode != policy.mode:
@@ -301,8 +286,7 @@ def _for_unbanned(
     if _is_ours(note, policy.host_id):
         return Change(Action.EXPIRE, value, reason, scope, ban, rule, owner, jails=ban.jails if ban else ())
     if _lease_live(note, now):
-        until = format_time(note.until) if note.until else "permanent"
-        return _keep(scope, value, rule, note, policy, f"another host's lease, until {until}", ban)
+        return _keep(scope, value, rule, note, policy, _held_by(note), ban)
     assert note.until is not None
     return Change(
         Action.EXPIRE, value, f"{owner}'s lease ended {format_time(note.until)}", scope, ban, rule, owner

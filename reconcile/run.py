@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from reconcile import bans as bans_mod
 from reconcile import fail2ban
@@ -78,13 +79,15 @@ def policy_of(config: Config) -> Policy:
     )
 
 
-def make_client(config: Config, credentials: Credentials, pacer: Pacer) -> Client:
+def make_client(config: Config, credentials: Credentials, pacer: Pacer, **options: Any) -> Client:
+    """The client a run uses; `options` (sleep, per_page, session) are for tests."""
     return Client(
         config.api_base_url,
         credentials,
         pacer=pacer,
         timeout=config.http_timeout,
         retries=config.retries,
+        **options,
     )
 
 

@@ -551,6 +551,11 @@ class CloudflareEmulator:
         with self._lock:
             self.requests.clear()
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault ("the faults stop")."""
+        with self._lock:
+            self._faults.clear()
+
     def inject(
         self,
         kind: str,

@@ -22,7 +22,7 @@ from reconcile import credentials
 from reconcile.cloudflare import Client, Credentials
 from reconcile.config import Config
 from reconcile.pacing import Pacer
-from reconcile.run import Options, Outcome, execute
+from reconcile.run import Options, Outcome, execute, make_client
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B
 
@@ -150,16 +150,7 @@ def client_factory(
     """run.execute's client_factory with test-sized pages (the product always lists 1000 per page)."""
 
     def make(config: Config, creds: Credentials, pacer: Pacer) -> Client:
-        return Client(
-            config.api_base_url,
-            creds,
-            pacer=pacer,
-            timeout=config.http_timeout,
-            retries=config.retries,
-            sleep=sleep,
-            per_page=per_page,
-            session=session,
-        )
+        return make_client(config, creds, pacer, sleep=sleep, per_page=per_page, session=session)
 
     return make
 
@@ -184,9 +175,7 @@ def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: f
 
 
 def clear_faults(cf: CloudflareEmulator) -> None:
-    """Drop every queued fault ("the faults stop"); the emulator has no public call for it yet."""
-    with cf._lock:
-        cf._faults.clear()
+    cf.clear_faults()
 
 
 class CountingSession(requests.Session):

@@ -624,3 +624,22 @@ def test_one_debug_line_per_attempt_without_headers(
     for record in caplog.records:
         text = record.getMessage()
         assert TOKEN not in text and "Bearer" not in text and "Authorization" not in text
+
+
+def test_a_request_never_waits_past_the_runs_time_limit() -> None:
+    clock = [0.0]
+    pacer = Pacer(1_000_000, 10, 100, clock=lambda: clock[0])
+    session = ScriptedSession(ok([]), ok([]), ok([]))
+    client = Client(
+        "https://api.cloudflare.com/client/v4",
+        Credentials(token=TOKEN),
+        pacer=pacer,
+        session=session,
+        timeout=30,
+    )
+    client.list_rules(ZONE, TAG)
+    clock[0] = 88.0  # 12 s left: the request may wait 12 s, not 30
+    client.list_rules(ZONE, TAG)
+    clock[0] = 99.5  # half a second left: still a usable floor of 1 s
+    client.list_rules(ZONE, TAG)
+    assert [call["timeout"] for call in session.calls] == [30, 12, 1.0]

@@ -174,3 +174,12 @@ def test_backoff_with_real_randomness_stays_within_bounds_and_varies() -> None:
 def test_backoff_refuses_negative_attempt() -> None:
     with pytest.raises(ValueError):
         backoff(-1)
+
+
+def test_remaining_counts_down_to_zero() -> None:
+    pacer, clock = make(max_seconds=100)
+    assert pacer.remaining() == 100
+    clock.now += 60
+    assert pacer.remaining() == 40
+    clock.now += 500
+    assert pacer.remaining() == 0
