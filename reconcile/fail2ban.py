@@ -116,6 +116,12 @@ def read_state(
         available = parse_jail_list(run_client(command, ["status"], timeout))
     except ValueError as exc:
         raise Fail2banError(_unparseable(["status"], exc)) from None
+    if not available:
+        # A server with no jail at all is misconfigured (e.g. every jail failed to load), not a host with
+        # nothing banned: believing its empty answer would expire every rule.
+        raise Fail2banError(
+            "fail2ban-client status: fail2ban reports no jails (is its jail configuration loaded?)"
+        )
     if jails:
         missing = [j for j in jails if j not in available]
         if missing:

@@ -115,6 +115,16 @@ def test_no_bans_is_an_empty_state(f2b: F2B) -> None:
 
 
 @pytest.mark.fail2ban
+def test_a_server_with_no_jails_is_an_error_not_an_empty_ban_list(f2b: F2B) -> None:
+    f2b.ban("sshd", "45.155.205.1")
+    for jail in JAILS:
+        f2b.client("stop", jail)  # a real server whose jails are all gone, e.g. after a broken upgrade
+    assert "Number of jail:\t0" in f2b.client("status").stdout
+    with pytest.raises(Fail2banError, match="fail2ban reports no jails"):
+        read_state(f2b.command, [], TIMEOUT)
+
+
+@pytest.mark.fail2ban
 def test_configured_subset(f2b: F2B) -> None:
     f2b.ban("sshd", "198.18.0.2")
     f2b.ban("manual", "198.18.0.3")
