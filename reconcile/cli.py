@@ -110,8 +110,7 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
             )
         )
     elif plan is not None and fmt == "table":
-        outcomes = {o.change: o for o in outcome.applied.outcomes} if outcome.applied else None
-        print(render.table(plan, outcome.now, outcomes))
+        print(render.table(plan, outcome.now, outcome.applied))
     if not args.force:
         for reason in outcome.unsafe:
             log.error("%s", reason)

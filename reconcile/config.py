@@ -7,7 +7,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,6 @@ class Config:
     max_seconds: float
     # [metrics]
     metrics_textfile: Path | None
-    raw: Mapping[str, Mapping[str, Any]] = field(repr=False, default_factory=dict)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -199,7 +198,6 @@ def from_mapping(
         lock_file=Path(v.string("run", "lock_file")),
         max_seconds=v.positive("run", "max_seconds"),
         metrics_textfile=Path(metrics) if metrics else None,
-        raw={section: dict(values) for section, values in merged.items()},
     )
 
 

@@ -112,8 +112,8 @@ def make_plan(
         if is_allowlisted(ban.ip, policy.allowlist):
             not_desired[ban.ip] = (ban, "allowlisted")
         elif end is not None and end <= now:
-            capped = ban.until is None or (policy.max_rule_age and end < ban.until)
-            not_desired[ban.ip] = (ban, "older than max_rule_age" if capped else "ban ended")
+            # An end other than fail2ban's own is max_rule_age's cap.
+            not_desired[ban.ip] = (ban, "ban ended" if end == ban.until else "older than max_rule_age")
         else:
             desired[ban.ip] = (ban, end)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from tabulate import tabulate
@@ -26,6 +27,7 @@ _ROW_ORDER = {
     Action.KEEP: 5,
 }
 _PAST = {Action.ADD: "added", Action.RENEW: "renewed", Action.EXPIRE: "expired"}
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,11 @@ def age(since: datetime | None, now: datetime) -> str:
     if since is None:
         return "?"
     seconds = max(0, int((now - since).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    # The two largest units that apply: 2d4h, 3h, 5m12s, 40s.
+    for (unit, size), (small_unit, small_size) in pairwise(_UNITS):
         if seconds >= size:
-            rest = seconds % size
-            small = {"d": ("h", 3600), "h": ("m", 60), "m": ("s", 1)}[unit]
-            tail = f"{rest // small[1]}{small[0]}" if rest // small[1] else ""
-            return f"{seconds // size}{unit}{tail}"
+            big, small = seconds // size, seconds % size // small_size
+            return f"{big}{unit}{small}{small_unit}" if small else f"{big}{unit}"
     return f"{seconds}s"
 
 
@@ -66,14 +67,19 @@ def _sorted(changes: Sequence[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: (_ROW_ORDER[c.action], str(c.scope or ""), c.value))
 
 
-def table(plan: Plan, now: datetime, outcomes: Mapping[Change, Outcome] | None = None) -> str:
+def _by_change(applied: Applied | None) -> dict[Change, Outcome]:
+    return {o.change: o for o in applied.outcomes} if applied else {}
+
+
+def table(plan: Plan, now: datetime, applied: Applied | None = None) -> str:
+    outcomes = _by_change(applied)
     scopes = {c.scope for c in plan.changes if c.scope is not None}
     headers = list(HEADERS) + (["scope"] if len(scopes) > 1 else [])
     rows = []
     for change in _sorted(plan.changes):
         ban = change.ban
         action = f"{change.action}: {change.reason}"
-        if outcomes is not None and change in outcomes and outcomes[change].result is not Result.DONE:
+        if change in outcomes and outcomes[change].result is not Result.DONE:
             action += f" [{outcomes[change].result}]"
         row = [
             change.value,
@@ -100,7 +106,7 @@ def to_json(
     applied: Applied | None = None,
     host_id: str = "",
 ) -> str:
-    outcomes = {o.change: o for o in applied.outcomes} if applied else {}
+    outcomes = _by_change(applied)
     items: list[dict[str, Any]] = []
     for change in _sorted(plan.changes):
         item: dict[str, Any] = {
@@ -157,7 +163,8 @@ def summary(plan: Plan, stats: Stats, applied: Applied | None = None) -> str:
         writes = ", ".join(f"{counts[a]} to {a}" for a in (Action.ADD, Action.RENEW, Action.EXPIRE))
         return f"report: would write {writes}; {quiet}; {tail}"
     done = ", ".join(
-        f"{applied.count(Result.DONE, a) + _settled(applied, a)} {_PAST[a]}"
+        # A delete that found the rule gone already is as good as done.
+        f"{applied.count(Result.DONE, a) + applied.count(Result.ALREADY, a)} {_PAST[a]}"
         for a in (Action.ADD, Action.RENEW, Action.EXPIRE)
     )
     extra = []
@@ -169,8 +176,3 @@ def summary(plan: Plan, stats: Stats, applied: Applied | None = None) -> str:
         extra.append(f"{applied.count(Result.PENDING)} pending for the next run")
     middle = f" ({', '.join(extra)})" if extra else ""
     return f"{done}{middle}; {quiet}; {tail}"
-
-
-def _settled(applied: Applied, action: Action) -> int:
-    # A delete that found the rule gone already is as good as done.
-    return applied.count(Result.ALREADY, action)
