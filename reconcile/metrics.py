@@ -27,9 +27,9 @@ from reconcile.run import Outcome
 
 log = logging.getLogger(__name__)
 
-# Always present, 0 when empty, so a series does not vanish between runs; other owners ("host web2")
-# appear when seen.
-OWNERS = ("ours", "legacy", "unknown", "untagged")
+# Always present, 0 when empty, so a series does not vanish between runs (Owner.label's values): "ours"
+# when this host is in the rule's host set, "others" when only other hosts are.
+OWNERS = ("ours", "others", "legacy", "unknown", "untagged", "allow")
 FILE_MODE = 0o644
 
 
@@ -70,7 +70,7 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     plan = outcome.plan
     if plan is not None:
         rules = {(owner,): 0 for owner in OWNERS}
-        rules.update(Counter((c.owner,) for c in plan.changes if c.rule is not None))
+        rules.update(Counter((c.owner.label(config.host_id),) for c in plan.changes if c.owner is not None))
         planned = {(str(action),): count for action, count in plan.counts().items()}
         if outcome.applied is not None:
             applied = {(str(a), str(r)): outcome.applied.count(r, a) for a in WRITE_ORDER for r in Result}

@@ -38,7 +38,7 @@ from reconcile import config as config_mod
 from reconcile.cloudflare import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNSAFE, Fail2banError
 from reconcile.model import BanEntry, Fail2banState
-from reconcile.notes import format_note
+from reconcile.notes import Lease, format_note
 from reconcile.render import Stats
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B, require_fail2ban
@@ -667,7 +667,9 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
     now = datetime.now(UTC).replace(microsecond=0)
     cf.add_rule("zone", ZONE_ID, "ip", "5.6.7.8", notes="Fail2Ban sshd")  # legacy: adopted (renewed)
     cf.add_rule("zone", ZONE_ID, "ip", "9.9.9.9", notes="")  # untagged: the create is a duplicate
-    lease = format_note("Blocked by fail2ban", ["sshd"], "web2", now, now + timedelta(hours=1))
+    lease = (
+        format_note("Blocked by fail2ban", Lease(("sshd",), ("web2",), now, now + timedelta(hours=1))) or ""
+    )
     cf.add_rule("zone", ZONE_ID, "ip", "8.8.4.4", notes=lease)  # another host's live lease: kept
     config = run_config(f2b, cf, tmp_path)
     outcome = run.execute(config, Credentials(token=TOKEN), run.Options())
@@ -690,8 +692,9 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
         (("jail", "sshd"),): 2,
     }
     assert got["reconcile_rules"] == {
-        (("owner", "host web2"),): 1,
+        (("owner", "allow"),): 0,
         (("owner", "legacy"),): 1,
+        (("owner", "others"),): 1,
         (("owner", "ours"),): 0,
         (("owner", "unknown"),): 0,
         (("owner", "untagged"),): 0,
@@ -716,7 +719,7 @@ def test_metrics_of_a_refused_plan(f2b: F2B, cf: CloudflareEmulator, tmp_path: P
             ZONE_ID,
             "ip",
             f"1.2.3.{n + 1}",
-            notes=format_note("Blocked by fail2ban", ["sshd"], "web1", since, None),
+            notes=format_note("Blocked by fail2ban", Lease(("sshd",), ("web1",), since, None)) or "",
         )
     config = run_config(f2b, cf, tmp_path)
     outcome = run.execute(config, Credentials(token=TOKEN), run.Options())

@@ -54,7 +54,7 @@ def test_initial_sync_then_a_second_run_writes_nothing(harness: Harness):
     }
     assert all(r["mode"] == "block" for r in rules.values())
     merged = lease(rules[TWO_JAILS])
-    assert merged.jails == ("nginx-limit-req", "sshd") and merged.host == "web1"
+    assert merged.jails == ("nginx-limit-req", "sshd") and merged.hosts == ("web1",)
     assert lease(rules[PERMANENT]).until is None
     assert lease(rules[V4]).until is not None
     sent = [w.body["configuration"]["value"] for w in harness.cf.writes() if w.method == "POST"]
@@ -213,7 +213,7 @@ def test_legacy_rules_are_adopted_and_rewritten(harness: Harness):
     assert result.returncode == 0, result.stderr
     rules = harness.rules()
     assert set(rules) == {V4}
-    assert lease(rules[V4]).host == "web1"
+    assert lease(rules[V4]).hosts == ("web1",)
     assert [w.method for w in harness.cf.writes()] == ["PATCH", "DELETE"]
 
 

@@ -171,7 +171,7 @@ def check_converged(world: World) -> None:
         rule = by_value[value]
         note = parse_note(rule["notes"], TAG)
         assert note is not None and note.kind is NoteKind.LEASE, rule["notes"]
-        assert (note.host, note.jails, rule["mode"]) == ("web1", (JAIL,), "block")
+        assert (note.hosts, note.jails, rule["mode"]) == (("web1",), (JAIL,), "block")
         assert note.until is not None and note.since is not None and note.until > note.since
     # Renewals rewrite the rule in place: Cloudflare refuses a second rule for the same IP anyway.
     assert by_value[RENEW_LEGACY]["id"] == world.seeded["renew_legacy"]["id"]
