@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconcile import __version__, credentials, lock, metrics, render
@@ -92,7 +93,7 @@ def _execute(config: Config, creds: Credentials, options: Options) -> Outcome:
         return execute(config, creds, options)
     except ReconcileError as exc:
         # Still an outcome: the metrics file must say that this run failed, and when.
-        return Outcome(exc.exit_code, error=exc, stats=render.Stats(0, time.monotonic() - started))
+        return Outcome(datetime.now(UTC), error=exc, stats=render.Stats(0, time.monotonic() - started))
 
 
 def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
@@ -120,7 +121,7 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
         log.log(level, "%s", outcome.error)
     if not args.quiet:
         if plan is not None:
-            log.info("%s", render.summary(plan, outcome.stats, outcome.applied))
+            log.info("%s", render.summary(plan, outcome.stats, outcome.applied, refused=outcome.refused))
         else:
             log.info("no changes made: %s", render.summary_without_plan(outcome.stats))
     return outcome.exit_code

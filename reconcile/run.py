@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,15 +17,7 @@ from reconcile import fail2ban
 from reconcile.apply import Applied, Result, apply
 from reconcile.cloudflare import Client, Credentials, IncompleteListing
 from reconcile.config import Config
-from reconcile.errors import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNSAFE,
-    BudgetExhausted,
-    RateLimited,
-    ReconcileError,
-)
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
 from reconcile.model import Fail2banState, Rule, RuleListing, Scope
 from reconcile.pacing import Pacer
 from reconcile.plan import Plan, Policy, make_plan
@@ -45,18 +37,42 @@ class Options:
     force: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    """Everything a run learned and did, for the renderers, the metrics and the exit code."""
+    """Everything a run learned and did, for the renderers, the metrics and the exit code. Built once."""
 
-    exit_code: int
+    now: datetime
     state: Fail2banState | None = None
     plan: Plan | None = None
-    applied: Applied | None = None
-    unsafe: list[str] = field(default_factory=list)
-    error: ReconcileError | None = None
+    applied: Applied | None = None  # None: nothing was applied (a report, a refusal, an error)
+    unsafe: tuple[str, ...] = ()
+    error: ReconcileError | None = None  # what stopped the run before or instead of applying
     stats: Stats = field(default_factory=lambda: Stats(0, 0.0))
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    forced: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.unsafe) and not self.forced
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self)
+
+
+def exit_code(outcome: Outcome) -> int:
+    """The documented exit code of a run (DESIGN §7), from what it did; pure."""
+    if outcome.error is not None:
+        return outcome.error.exit_code
+    plan, applied = outcome.plan, outcome.applied
+    if plan is None:
+        return EXIT_OK
+    if outcome.refused:
+        return EXIT_UNSAFE
+    if plan.incomplete or (applied is not None and applied.count(Result.FAILED)):
+        return EXIT_FAILURE
+    if applied is not None and applied.stopped is not None:
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def scopes_of(config: Config) -> list[Scope]:
@@ -129,7 +145,6 @@ def execute(
         "fail2ban: %d jails, %d entries, %d distinct IPs", len(state.jails), len(state.entries), len(bans)
     )
 
-    outcome = Outcome(EXIT_OK, state=state)
     with client_factory(config, credentials, pacer) as client:
 
         def stats() -> Stats:
@@ -137,35 +152,21 @@ def execute(
 
         try:
             listings = [list_scope(client, scope, config.tag) for scope in scopes_of(config)]
-        except (RateLimited, BudgetExhausted) as exc:
-            # Without a full picture nothing is planned: the next run starts over.
-            outcome.exit_code, outcome.error, outcome.stats = exc.exit_code, exc, stats()
-            return outcome
-        outcome.now = clock()
-        plan = make_plan(bans, invalid, listings, policy_of(config), outcome.now)
-        outcome.plan = plan
-        for change in plan.changes:
-            log.debug(
-                "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
-            )
-        outcome.unsafe = unsafe_reasons(plan, config.max_expire_fraction)
-        incomplete = EXIT_FAILURE if plan.incomplete else EXIT_OK
-
-        if options.report:
-            outcome.exit_code = EXIT_UNSAFE if outcome.unsafe and not options.force else incomplete
-            outcome.stats = stats()
-            return outcome
-        if outcome.unsafe and not options.force:
-            outcome.exit_code, outcome.stats = EXIT_UNSAFE, stats()
-            return outcome
-        if outcome.unsafe:
-            log.warning("--force: %s", "; ".join(outcome.unsafe))
-
-        applied = apply(plan, client, config.mode)
-        outcome.applied = applied
-        outcome.stats = stats()
-        if applied.count(Result.FAILED) or plan.incomplete:
-            outcome.exit_code = EXIT_FAILURE
-        elif applied.stopped is not None:
-            outcome.exit_code, outcome.error = EXIT_PARTIAL, applied.stopped
-        return outcome
+            now = clock()
+            plan = make_plan(bans, invalid, listings, policy_of(config), now)
+            for change in plan.changes:
+                log.debug(
+                    "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
+                )
+            unsafe = tuple(unsafe_reasons(plan, config.max_expire_fraction))
+            outcome = Outcome(now, state, plan, unsafe=unsafe, forced=options.force)
+            if options.report or outcome.refused:
+                return replace(outcome, stats=stats())
+            if unsafe:
+                log.warning("--force: %s", "; ".join(unsafe))
+            applied = apply(plan, client, config.mode)
+            return replace(outcome, applied=applied, stats=stats())
+        except ReconcileError as exc:
+            # Without a full picture nothing is planned, and the next run starts over; the outcome still
+            # says how many requests this one made.
+            return Outcome(clock(), state, error=exc, stats=stats())

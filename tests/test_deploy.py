@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile import __version__, credentials, metrics, run
 from reconcile import config as config_mod
 from reconcile.cloudflare import Credentials
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNSAFE, Fail2banError
+from reconcile.errors import EXIT_OK, EXIT_UNSAFE, Fail2banError
 from reconcile.model import BanEntry, Fail2banState
 from reconcile.notes import Lease, format_note
 from reconcile.render import Stats
@@ -734,7 +734,9 @@ def test_metrics_of_a_refused_plan(f2b: F2B, cf: CloudflareEmulator, tmp_path: P
 
 def test_metrics_without_a_plan(tmp_path: Path) -> None:
     config = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    outcome = run.Outcome(EXIT_FAILURE, error=Fail2banError("fail2ban is not running"), stats=Stats(0, 0.25))
+    outcome = run.Outcome(
+        datetime.now(UTC), error=Fail2banError("fail2ban is not running"), stats=Stats(0, 0.25)
+    )
     moment = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
     text = metrics.render(outcome, config, moment)
     got = families_of(text)
@@ -751,7 +753,7 @@ def test_metrics_escape_label_values(tmp_path: Path) -> None:
     start = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
     state = Fail2banState((odd, "sshd"), (BanEntry(odd, "1.2.3.4", start, None),))
     config = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    text = metrics.render(run.Outcome(EXIT_OK, state=state), config, start)
+    text = metrics.render(run.Outcome(start, state=state), config, start)
     assert families_of(text)["reconcile_bans"] == {(("jail", odd),): 1, (("jail", "sshd"),): 0}
     assert 'jail="we\\"ird\\\\jail\\nname"' in text
 
@@ -825,12 +827,14 @@ def test_publish_warns_instead_of_failing(tmp_path: Path) -> None:
     logger = logging.getLogger("reconcile.metrics")
     logger.addHandler(handler)
     try:
-        metrics.publish(run.Outcome(EXIT_OK), config)
+        metrics.publish(run.Outcome(datetime.now(UTC)), config)
     finally:
         logger.removeHandler(handler)
     assert [(r.levelno, r.getMessage()) for r in records] == [
         (logging.WARNING, f"metrics: cannot write {textfile}: No such file or directory")
     ]
     unset = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    metrics.publish(run.Outcome(EXIT_OK), unset)  # no textfile configured: nothing written, nothing logged
+    metrics.publish(
+        run.Outcome(datetime.now(UTC)), unset
+    )  # no textfile configured: nothing written, nothing logged
     assert len(records) == 1 and list(tmp_path.iterdir()) == []

@@ -116,18 +116,21 @@ def test_untagged_rules_and_other_hosts_live_rules_are_never_touched(harness: Ha
     result = harness.run()
     assert result.returncode == 0, result.stderr
     after = harness.rules()
+    joined = seeded.pop(2)  # another host's live lease of an address banned here: this host joins it
     for rule in seeded:
         value = rule["configuration"]["value"]
         assert after[value] == rule, f"{value} was modified"
     touched = {w.path.rsplit("/", 1)[1] for w in harness.cf.writes() if w.method in ("PATCH", "DELETE")}
     assert touched.isdisjoint({r["id"] for r in seeded})
+    assert lease(after[other_live_banned]).hosts == ("web1", "web2")
+    assert after[other_live_banned]["id"] == joined["id"]
     # The banned IP under an untagged rule: the create answers "duplicate" and is reported, not an error.
     posts = [w for w in harness.cf.writes() if w.method == "POST"]
     assert [(w.body["configuration"]["value"], w.status) for w in posts] == [(banned_foreign, 400)]
     assert "1 already covered by a foreign rule" in result.stderr
 
     report = harness.run("--report")
-    assert "another host's lease" in report.stdout and "unknown format" in report.stdout
+    assert "web2's lease, until" in report.stdout and "unknown format" in report.stdout
 
 
 def test_fail2ban_down_aborts_before_any_request(harness: Harness):
@@ -187,7 +190,7 @@ def test_report_changes_nothing_and_shows_the_plan(harness: Harness):
         "jails",
         "banned since",
         "ban ends",
-        "Cloudflare rule (id / age / owner)",
+        "Cloudflare rule (id / age / hosts)",
         "planned action",
     ):
         assert header in report.stdout
