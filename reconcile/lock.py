@@ -143,13 +143,11 @@ def _open_lock(path: Path) -> int:
 
 
 def _open_directory(directory: Path) -> int:
+    directory.parent.mkdir(parents=True, exist_ok=True)  # /run itself always exists
     try:
-        os.mkdir(directory, 0o700)
+        os.mkdir(directory, 0o700)  # /run/reconcile after a boot, under cron (systemd makes it itself)
     except FileExistsError:
         pass
-    except FileNotFoundError:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        os.mkdir(directory, 0o700)
     return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
