@@ -7,6 +7,7 @@ the descriptor that was checked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -50,7 +51,7 @@ def hold(path: Path, *, now: Callable[[], datetime] = _utc_now) -> Iterator[bool
     try:
         for attempt in range(2):
             if not _try_flock(fd):
-                holder = read_holder(fd)
+                holder = read_holder(fd) or _unrecorded_holder(fd)
                 if holder.since is None or now() - holder.since <= STUCK_AFTER:
                     yield False
                     return
@@ -66,7 +67,9 @@ def hold(path: Path, *, now: Callable[[], datetime] = _utc_now) -> Iterator[bool
             try:
                 yield True
             finally:
-                _write_record(fd, "")  # still holding it: an empty record means "nobody"
+                # Still holding it: an empty record means "nobody". Best effort: never mask the run's error.
+                with contextlib.suppress(OSError):
+                    _write_record(fd, "")
             return
     finally:
         os.close(fd)
@@ -80,11 +83,11 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def read_holder(fd: int) -> Holder:
-    """The holder's record; an empty or unreadable one says nothing (pid and since None)."""
+def read_holder(fd: int) -> Holder | None:
+    """The holder's record; None when there is none (empty or not ours)."""
     match = _RECORD.match(os.pread(fd, 256, 0).decode("ascii", "replace"))
     if not match:
-        return Holder(None, None)
+        return None
     try:
         since = datetime.fromisoformat(match.group(2))
     except ValueError:
@@ -92,14 +95,39 @@ def read_holder(fd: int) -> Holder:
     return Holder(int(match.group(1)), since if since.tzinfo else since.replace(tzinfo=UTC))
 
 
+def _unrecorded_holder(fd: int) -> Holder:
+    """A holder that wrote no record (not a reconcile run, e.g. `flock` by hand, or one just starting).
+
+    Since when is then at least the file's last change: every run writes on taking and on leaving the lock.
+    The pid comes from the kernel's list of locks, when this process may read it."""
+    st = os.fstat(fd)
+    return Holder(_flock_pid(st), datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _flock_pid(st: os.stat_result) -> int | None:
+    # /proc/locks: "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (major:minor in hex, inode decimal).
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            return int(fields[4]) or None
+    return None
+
+
 def _stuck(path: Path, holder: Holder, at: datetime) -> LockStuck:
     assert holder.since is not None
     minutes = int((at - holder.since).total_seconds() // 60)
     since = holder.since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    who = f"pid {holder.pid}" if holder.pid else "a process whose pid this run cannot see"
+    look = f"see `ps -fp {holder.pid}`" if holder.pid else f"see `fuser -v {path}`"
     return LockStuck(
-        f"[run] lock_file: {path} is held by pid {holder.pid} since {since} ({minutes} minutes; "
+        f"[run] lock_file: {path} is held by {who} since {since} ({minutes} minutes; "
         f"no run takes more than {STUCK_AFTER.seconds // 60}): it is stuck or not a reconcile run. "
-        f"No ban reaches Cloudflare until it lets go: see `ps -fp {holder.pid}`",
+        f"No ban reaches Cloudflare until it lets go: {look}",
         pid=holder.pid,
         since=since,
     )
@@ -146,8 +174,9 @@ def _open_directory(directory: Path) -> int:
     directory.parent.mkdir(parents=True, exist_ok=True)  # /run itself always exists
     try:
         os.mkdir(directory, 0o700)  # /run/reconcile after a boot, under cron (systemd makes it itself)
-    except FileExistsError:
-        pass
+    except OSError:
+        if not directory.is_dir():  # EEXIST, or EROFS for an existing one under ProtectSystem=strict
+            raise
     return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,10 +78,11 @@ def test_missing_directory_is_created_0700_and_the_holder_recorded(tmp_path: Pat
         assert record.startswith(f"pid={os.getpid()} since=")
         fd = os.open(path, os.O_RDONLY)
         try:
-            since = lock.read_holder(fd).since
+            holder = lock.read_holder(fd)
         finally:
             os.close(fd)
-        assert since is not None and abs(datetime.now(UTC) - since) < timedelta(minutes=1)
+        assert holder is not None and holder.pid == os.getpid() and holder.since is not None
+        assert abs(datetime.now(UTC) - holder.since) < timedelta(minutes=1)
     assert path.read_text() == ""  # released: an empty record means nobody holds it
     with lock.hold(path) as again:  # and the next run takes it
         assert again
@@ -124,6 +126,44 @@ def test_a_lock_held_for_more_than_10_minutes_is_a_failure_naming_the_holder(
     message = str(exc.value)
     assert "[run] lock_file" in message and str(path) in message
     assert f"pid {holder.pid}" in message and "since " in message and "11 minutes" in message
+
+
+FOREIGN = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize(("minutes_ago", "stuck"), [(11, True), (5, False)])
+def test_a_holder_that_wrote_no_record_is_judged_by_the_files_age(
+    tmp_path: Path, minutes_ago: int, stuck: bool
+) -> None:
+    """E.g. `flock /run/reconcile/lock sleep infinity` by hand: no record, still not "another run"."""
+    path = tmp_path / "lock"
+    with lock.hold(path):
+        pass  # a past run: the file exists, its record emptied on release
+    old = time.time() - minutes_ago * 60
+    os.utime(path, (old, old))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FOREIGN, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        if stuck:
+            with pytest.raises(LockStuck) as exc, lock.hold(path):
+                pytest.fail("the body must not run")
+            assert exc.value.pid == proc.pid  # found in /proc/locks
+            assert f"held by pid {proc.pid} since " in str(exc.value)
+        else:
+            with lock.hold(path) as held:
+                assert not held
+        assert path.read_text() == ""
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_a_lock_held_for_9_minutes_is_another_run(tmp_path: Path, holders: list[Holder]) -> None:
