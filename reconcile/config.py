@@ -408,8 +408,9 @@ class _Validator:
         value = self.merged[section][key]
         ok = isinstance(value, int) if integer else isinstance(value, int | float)
         # isfinite only for floats: TOML integers are unbounded and float() of a huge one overflows.
-        finite = not isinstance(value, float) or math.isfinite(value)
-        if isinstance(value, bool) or not ok or not finite or value < 0:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(section, key, f"must be a finite number, not {value!r}")
+        if isinstance(value, bool) or not ok or value < 0:
             kind = "a whole number" if integer else "a number"
             raise self.error(section, key, f"must be {kind} >= 0, not {value!r}")
         limit, unit = LIMITS.get((section, key), (math.inf, ""))
