@@ -268,6 +268,9 @@ def test_install_lays_out_every_file(installed: Path) -> None:
         "cloudflare-reconcile.local.example"
     ]
     assert stat.S_IMODE((installed / "etc/cloudflare").stat().st_mode) == 0o700
+    # [enrich] cache_file's directory for cron runs; the lock's (/run is a tmpfs) is made by the command.
+    assert stat.S_IMODE((installed / "var/cache/reconcile").stat().st_mode) == 0o700
+    assert not (installed / "run").exists()
     assert not (installed / "etc/cloudflare/API_TOKEN").exists()  # the secret is the operator's to write
 
     link = in_root(installed, COMMAND)
@@ -383,6 +386,9 @@ def test_units_pass_systemd_analyze_verify(installed: Path) -> None:
         ("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
         (f"ExecStart={COMMAND}", "ExecStart=/usr/local/bin/reconcil"),
         ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "RestrictAddressFamilies=AF_UNIX AF_INTE"),
+        ("RuntimeDirectory=reconcile", "RuntimeDirectory=/run/reconcile"),
+        ("RuntimeDirectoryMode=0700", "RuntimeDirectoryMode=0o700"),
+        ("CacheDirectory=reconcile", "CacheDirectory=../reconcile"),
     ],
 )
 def test_verify_catches_a_broken_unit(tmp_path: Path, directive: str, broken: str) -> None:
@@ -432,8 +438,16 @@ def test_service_matches_the_code() -> None:
         f"{credentials.TOKEN_CREDENTIAL}:{config_mod.DEFAULTS['cloudflare']['api_token_file']}"
     ]
     writable = {path.lstrip("-") for value in service["ReadWritePaths"] for path in value.split()}
-    assert str(Path(config_mod.DEFAULTS["run"]["lock_file"]).parent) in writable
     assert "/var/lib/node_exporter" in writable
+    assert "/run/lock" not in writable  # world-writable (1777): any user could hold the lock (issue 7)
+    # The lock's directory is the unit's RuntimeDirectory, root-only, kept between runs (a cron-started run
+    # may hold the lock inside while the service stops); the ASN cache's is its CacheDirectory.
+    lock_dir = Path(config_mod.DEFAULTS["run"]["lock_file"]).parent
+    assert lock_dir == Path("/run") / service["RuntimeDirectory"][0]
+    assert service["RuntimeDirectoryMode"] == ["0700"] and service["RuntimeDirectoryPreserve"] == ["yes"]
+    cache_dir = Path(config_mod.DEFAULTS["enrich"]["cache_file"]).parent
+    assert cache_dir == Path("/var/cache") / service["CacheDirectory"][0]
+    assert service["CacheDirectoryMode"] == ["0700"]
     timeout = int(service["TimeoutStartSec"][0])
     assert (
         config_mod.DEFAULTS["run"]["max_seconds"] < timeout <= 2 * config_mod.DEFAULTS["run"]["max_seconds"]
@@ -538,7 +552,11 @@ def test_example_loads_and_validates(tmp_path: Path) -> None:
     loaded = config_mod.load(path)
     assert loaded.zone_ids == (ZONE_ID,)
     assert loaded.max_seconds == 100 and loaded.metrics_textfile is None
-    assert loaded.lock_file == Path("/run/lock/cloudflare-reconcile.lock")
+    assert loaded.lock_file == Path("/run/reconcile/lock")
+    assert loaded.skip_cloudflare_ranges is True and loaded.enrich_asn is False
+    assert (loaded.whois_host, loaded.whois_port, loaded.enrich_timeout) == ("whois.cymru.com", 43, 10)
+    assert loaded.asn_cache_file == Path("/var/cache/reconcile/asn.json")
+    assert loaded.asn_cache_ttl == timedelta(days=7)
 
 
 # ----------------------------------------------------------------------------------------- fail2ban
