@@ -281,6 +281,18 @@ def test_thousand_new_addresses_in_one_connection_none_asked_twice(
     )
 
 
+def test_server_that_answers_while_still_reading(whois: WhoisServer) -> None:
+    # Not every server waits for `end`. The client sends all before it reads: with the kernel's buffers
+    # (tens of MB on loopback) that cannot stall at these sizes, and if it ever did, the deadline ends it.
+    whois.stream = True
+    addrs = addresses(5000)
+
+    result = enrich(addrs, host=whois.host, port=whois.port, timeout=20.0, cache_file=None, ttl=TTL, now=T0)
+
+    assert (result.result, result.answered) == ("ok", 5000)
+    assert len(whois.connections) == 1 and whois.connections[0].complete
+
+
 def test_second_run_asks_only_new_addresses_third_opens_no_connection(
     whois: WhoisServer, tmp_path: Path
 ) -> None:

@@ -10,6 +10,8 @@ Modes (set `mode` and its parameters between calls):
 - "slow": waits `delay` seconds (after `after_lines` data lines) before the rest of the answer.
 - "garbled": junk lines instead of data lines (`junk_every` > 0 in normal mode mixes junk in instead).
 - "close_early": banner and `close_after` data lines, then close (0: close at once, sending nothing).
+- `stream = True`: answers each line as soon as it is read (small socket buffers), as a server that
+  does not wait for `end` would.
 - `refuse()`: stops listening; the port then refuses connections.
 
 Every connection is recorded (`connections`: its raw request lines and the queried addresses).
@@ -110,6 +112,7 @@ class WhoisServer:
         self.after_lines = 0
         self.close_after = 0
         self.junk_every = 0
+        self.stream = False
         self.table: dict[str, Answer] = {}  # compressed address -> answer, overrides fake_answer
         self.unknown: set[str] = set()  # compressed addresses answered with an NA line
         self.connections: list[Connection] = []
@@ -182,6 +185,9 @@ class WhoisServer:
             self.connections.append(record)
         with conn:
             try:
+                if self.stream:
+                    self._stream(conn, record)
+                    return
                 self._read_request(conn, record)
                 if self._stop.is_set():
                     return
@@ -211,6 +217,32 @@ class WhoisServer:
                     record.complete = True
                     return
 
+    def _stream(self, conn: socket.socket, record: Connection) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        conn.settimeout(5)
+        conn.sendall(f"Bulk mode; whois.cymru.com [{_stamp()}]\n".encode())
+        buffer = b""
+        while not self._stop.is_set():
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", errors="replace").strip()
+                with self._lock:
+                    record.lines.append(line)
+                    if line in ("begin", "verbose", "end", ""):
+                        record.complete = record.complete or line == "end"
+                        continue
+                    record.queries.append(line)
+                ip = ipaddress.ip_address(line).compressed
+                answer = self.table.get(ip) or fake_answer(ip)
+                conn.sendall((data_line(line, answer) + "\n").encode())
+            if record.complete:
+                return
+
     def _lines(self, record: Connection) -> Iterator[str]:
         """The data lines of the answer, one per request line after `begin`/`verbose`."""
         number = 0
@@ -239,8 +271,7 @@ class WhoisServer:
         conn.settimeout(5)
         if self.mode == "close_early" and self.close_after == 0:
             return  # closed at once, without a byte
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
-        out = [f"Bulk mode; whois.cymru.com [{stamp}]"]
+        out = [f"Bulk mode; whois.cymru.com [{_stamp()}]"]
         if self.header:
             out.append(HEADER)
         sent = 0
@@ -258,6 +289,10 @@ class WhoisServer:
             return
         if out:
             conn.sendall(("\n".join(out) + "\n").encode())
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
 
 
 def closed_port() -> int:
