@@ -39,6 +39,8 @@ _ANSWER_BYTES_PER_ADDRESS = 1024
 _AS_NUMBER = re.compile(r"^[0-9]{1,10}$")
 _CC = re.compile(r"^[A-Z]{2}$")
 _CACHED_AS = re.compile(r"^AS[0-9]{1,10}$")
+_KEY = re.compile(r"^[0-9a-f.:]{2,39}$")  # an address in compressed form, roughly: cheap at 100,000
+_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -163,21 +165,24 @@ def parse_bulk(text: str) -> tuple[dict[IPAddress, AsnInfo], int]:
     return infos, skipped
 
 
-def cache_document(entries: Mapping[IPAddress, CacheEntry], max_entries: int) -> dict[str, Any]:
-    """The JSON cache: the newest `max_entries` entries (oldest out first), oldest first in the file."""
+def cache_document(entries: Mapping[str, CacheEntry], max_entries: int) -> dict[str, Any]:
+    """The JSON cache: the newest `max_entries` entries (oldest out first), oldest first in the file.
+
+    Keys are addresses in compressed form (`ip.compressed`), the form lookups use.
+    """
     ordered = sorted(entries.items(), key=lambda item: item[1].looked_up)
     kept = ordered[-max_entries:] if max_entries > 0 else []
     return {
         "version": CACHE_VERSION,
         "entries": {
-            ip.compressed: {
+            key: {
                 "asn": e.info.asn,
                 "cc": e.info.cc,
                 "name": e.info.name,
                 "prefix": e.info.prefix,
                 "looked_up": e.looked_up.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
-            for ip, e in kept
+            for key, e in kept
         },
     }
 
@@ -190,18 +195,23 @@ def _optional_str(value: Any, pattern: re.Pattern[str] | None = None) -> str | N
     return value
 
 
-def parse_cache(doc: Any) -> tuple[dict[IPAddress, CacheEntry], int]:
-    """Entries of a cache document and the count of invalid ones; ValueError if it is not a cache at all."""
+def parse_cache(doc: Any) -> tuple[dict[str, CacheEntry], int]:
+    """Entries of a cache document and the count of invalid ones; ValueError if it is not a cache at all.
+
+    Keys are not parsed as addresses (100,000 of them would cost seconds): one that is not an address in
+    compressed form never matches a lookup, and ages out.
+    """
     if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION:
         raise ValueError("not a version 1 ASN cache")
     raw_entries = doc.get("entries")
     if not isinstance(raw_entries, dict):
         raise ValueError("no entries object")
-    entries: dict[IPAddress, CacheEntry] = {}
+    entries: dict[str, CacheEntry] = {}
     invalid = 0
     for key, raw in raw_entries.items():
         try:
-            ip = ipaddress.ip_address(key)
+            if not _KEY.match(key):
+                raise ValueError("not an address")
             if not isinstance(raw, dict):
                 raise ValueError("entry is not an object")
             info = AsnInfo(
@@ -211,13 +221,13 @@ def parse_cache(doc: Any) -> tuple[dict[IPAddress, CacheEntry], int]:
                 prefix=_optional_str(raw.get("prefix")),
             )
             stamp = raw.get("looked_up")
-            if not isinstance(stamp, str):
+            if not isinstance(stamp, str) or not _STAMP.match(stamp):
                 raise ValueError("no looked_up time")
-            looked_up = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            looked_up = datetime.fromisoformat(stamp)  # strptime is 10x slower at 100,000 entries
         except ValueError:
             invalid += 1
             continue
-        entries[ip] = CacheEntry(info, looked_up)
+        entries[key] = CacheEntry(info, looked_up)
     return entries, invalid
 
 
@@ -276,8 +286,8 @@ def _connect(host: str, port: int, deadline: float) -> socket.socket:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError; ours say what timed out
+        return exc.strerror or str(exc) or "timed out"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, socket.gaierror):
@@ -369,7 +379,7 @@ def query_bulk(
 # ------------------------------------------------------------------------------------------------ cache
 
 
-def load_cache(path: Path) -> tuple[dict[IPAddress, CacheEntry], str | None]:
+def load_cache(path: Path) -> tuple[dict[str, CacheEntry], str | None]:
     """The cache's entries, and one warning if it could not be used (a missing file is no warning)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -386,7 +396,7 @@ def load_cache(path: Path) -> tuple[dict[IPAddress, CacheEntry], str | None]:
     return entries, None
 
 
-def save_cache(path: Path, entries: Mapping[IPAddress, CacheEntry], max_entries: int) -> None:
+def save_cache(path: Path, entries: Mapping[str, CacheEntry], max_entries: int) -> None:
     """Write atomically: a temp file in the same directory, fsync, rename, fsync the directory."""
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -432,7 +442,7 @@ def enrich(
     caller to log. The cache is saved when it gained entries (or was unusable), pruned to `max_entries`.
     """
     wanted = list(dict.fromkeys(addresses))
-    cache: dict[IPAddress, CacheEntry] = {}
+    cache: dict[str, CacheEntry] = {}
     cache_bad = False
     if cache_file is not None:
         cache, problem = load_cache(cache_file)
@@ -442,7 +452,7 @@ def enrich(
     infos: dict[IPAddress, AsnInfo] = {}
     missing: list[IPAddress] = []
     for ip in wanted:
-        entry = cache.get(ip)
+        entry = cache.get(ip.compressed)
         if entry is not None and is_fresh(entry, now, ttl):
             infos[ip] = entry.info
         else:
@@ -472,7 +482,7 @@ def enrich(
             result = "failed"
     for ip, info in answered.items():
         infos[ip] = info
-        cache[ip] = CacheEntry(info, now)
+        cache[ip.compressed] = CacheEntry(info, now)
     if cache_file is not None and (answered or cache_bad):
         try:
             save_cache(cache_file, cache, max_entries)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,10 @@ def run(
 ) -> Enrichment:
     options: dict[str, object] = {"timeout": TIMEOUT, "ttl": TTL, **kw}
     return enrich(addrs, host=whois.host, port=whois.port, cache_file=cache, now=now, **options)  # type: ignore[arg-type]
+
+
+def keys(addrs: list[IPAddress]) -> set[str]:
+    return {a.compressed for a in addrs}
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -204,20 +210,20 @@ def test_parse_server() -> None:
 
 def test_cache_document_round_trip_and_bound_oldest_out() -> None:
     entries = {
-        ip(f"192.0.2.{i}"): CacheEntry(
+        f"192.0.2.{i}": CacheEntry(
             AsnInfo(f"AS{64500 + i}", "DE", f"NET-{i}, DE", None), T0 + timedelta(hours=i)
         )
         for i in range(10)
     }
-    entries[ip("2001:db8::1")] = CacheEntry(AsnInfo(None, None, None, None), T0 + timedelta(hours=20))
+    entries["2001:db8::1"] = CacheEntry(AsnInfo(None, None, None, None), T0 + timedelta(hours=20))
 
     doc = json.loads(json.dumps(cache_document(entries, max_entries=4)))
     back, invalid = parse_cache(doc)
 
     assert invalid == 0
-    assert list(back) == [ip("192.0.2.7"), ip("192.0.2.8"), ip("192.0.2.9"), ip("2001:db8::1")]
-    assert back[ip("192.0.2.9")] == entries[ip("192.0.2.9")]
-    assert back[ip("2001:db8::1")] == entries[ip("2001:db8::1")]
+    assert list(back) == ["192.0.2.7", "192.0.2.8", "192.0.2.9", "2001:db8::1"]
+    assert back["192.0.2.9"] == entries["192.0.2.9"]
+    assert back["2001:db8::1"] == entries["2001:db8::1"]
 
 
 def test_parse_cache_drops_invalid_entries_and_rejects_non_caches() -> None:
@@ -239,7 +245,7 @@ def test_parse_cache_drops_invalid_entries_and_rejects_non_caches() -> None:
         },
     }
     entries, invalid = parse_cache(doc)
-    assert list(entries) == [ip("192.0.2.1")] and invalid == 5
+    assert list(entries) == ["192.0.2.1"] and invalid == 5
     not_caches: list[object] = [[], {"version": 2, "entries": {}}, {"version": 1, "entries": []}, "x"]
     for not_cache in not_caches:
         with pytest.raises(ValueError):
@@ -507,7 +513,7 @@ def test_corrupt_cache_is_ignored_with_one_warning_and_rewritten(
     warnings = warnings_of(caplog)
     assert len(warnings) == 1 and str(cache) in warnings[0] and "ignored" in warnings[0]
     entries, problem = load_cache(cache)
-    assert problem is None and set(entries) == set(addrs)
+    assert problem is None and set(entries) == keys(addrs)
     caplog.clear()
     assert run(whois, addrs, cache, now=T0 + timedelta(hours=1)).result == "skipped"
     assert not warnings_of(caplog)
@@ -535,7 +541,7 @@ def test_written_atomically_with_no_temp_file_left(whois: WhoisServer, tmp_path:
 def test_missing_cache_directory_is_created(whois: WhoisServer, tmp_path: Path) -> None:
     cache = tmp_path / "var" / "cache" / "reconcile" / "asn.json"
     assert run(whois, addresses(3), cache).result == "ok"
-    assert set(load_cache(cache)[0]) == set(addresses(3))
+    assert set(load_cache(cache)[0]) == keys(addresses(3))
 
 
 def test_cache_that_cannot_be_saved_is_one_warning_not_fatal(
@@ -564,7 +570,7 @@ def test_entries_older_than_ttl_are_refreshed(whois: WhoisServer, tmp_path: Path
     assert (expired.result, expired.hits, expired.looked_up) == ("ok", 5, 5)
     assert whois.connections[-1].queries == [a.compressed for a in old]
     refreshed = load_cache(cache)[0]
-    assert {refreshed[a].looked_up for a in old} == {T0 + TTL}
+    assert {refreshed[a.compressed].looked_up for a in old} == {T0 + TTL}
 
 
 def test_entry_from_the_future_is_refreshed(whois: WhoisServer, tmp_path: Path) -> None:
@@ -583,7 +589,37 @@ def test_cache_is_bounded_oldest_out_first(whois: WhoisServer, tmp_path: Path) -
     kept = load_cache(cache)[0]
 
     assert len(kept) == 5
-    assert set(kept) == {batches[1][1], *batches[2], *batches[3]}
+    assert set(kept) == keys([batches[1][1], *batches[2], *batches[3]])
     # the evicted ones are looked up again, the kept ones are not
     again = run(whois, batches[0] + batches[3], cache, now=T0 + timedelta(hours=5), max_entries=5)
     assert (again.hits, again.looked_up) == (2, 2)
+
+
+def test_name_resolution_counts_against_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # getaddrinfo has no timeout: a hanging resolver must not hold the run beyond `timeout`
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hanging_getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        calls.append(host)
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    try:
+        started = time.monotonic()
+        result = enrich(
+            addresses(3), host="whois.example", port=43, timeout=0.5, cache_file=None, ttl=TTL, now=T0
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    resolver = [t for t in threading.enumerate() if t.name == "asn-resolve"]
+    for thread in resolver:
+        thread.join(5)
+
+    assert calls == ["whois.example"]
+    assert 0.5 <= elapsed < 1.0
+    assert result.result == "failed" and result.warning is not None
+    assert "name resolution timed out" in result.warning
+    assert not any(t.is_alive() for t in resolver)
