@@ -311,6 +311,8 @@ def query_bulk(
     where = f"whois {host}:{port}"
     if not asked:
         return {}
+    if timeout <= 0:  # the run's time is up: not even a DNS query
+        raise AsnLookupError(f"{where}: no time left for the lookup")
     started = time.monotonic()
     deadline = started + timeout
     cap = max(_MIN_ANSWER_CAP, _ANSWER_BYTES_PER_ADDRESS * len(asked))
@@ -389,8 +391,8 @@ def load_cache(path: Path) -> tuple[dict[str, CacheEntry], str | None]:
         return {}, f"ASN cache {path} unreadable, ignored (it is rewritten): {_reason(exc)}"
     try:
         entries, invalid = parse_cache(json.loads(text))
-    except ValueError as exc:  # JSONDecodeError is a ValueError
-        return {}, f"ASN cache {path} is corrupt, ignored (it is rewritten): {exc}"
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; [[[[... recurses
+        return {}, f"ASN cache {path} is corrupt, ignored (it is rewritten): {str(exc)[:200]}"
     if invalid:
         return entries, f"ASN cache {path}: {invalid} invalid entries ignored"
     return entries, None

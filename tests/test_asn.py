@@ -486,6 +486,13 @@ def test_close_after_k_lines_is_partial_and_the_rest_is_asked_next_run(
     assert (second.result, second.hits, second.looked_up) == ("ok", 5, 15)
 
 
+def test_no_time_left_opens_no_connection(whois: WhoisServer) -> None:
+    result = run(whois, addresses(3), None, timeout=0)
+    assert (result.result, result.looked_up, result.answered) == ("failed", 3, 0)
+    assert result.warning is not None and "no time left" in result.warning
+    assert not whois.connections
+
+
 def test_query_bulk_ignores_lines_for_addresses_not_asked(whois: WhoisServer) -> None:
     asked = addresses(3)
     infos = query_bulk(whois.host, whois.port, asked, TIMEOUT)
@@ -498,7 +505,8 @@ def test_query_bulk_ignores_lines_for_addresses_not_asked(whois: WhoisServer) ->
 
 
 @pytest.mark.parametrize(
-    "content", [b"{not json", b'{"version": 1, "entries": [1, 2]}', b"\xff\xfe\x00garbage"]
+    "content",
+    [b"{not json", b'{"version": 1, "entries": [1, 2]}', b"\xff\xfe\x00garbage", b"[" * 100_000, b""],
 )
 def test_corrupt_cache_is_ignored_with_one_warning_and_rewritten(
     whois: WhoisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
