@@ -326,7 +326,12 @@ def query_bulk(
     with sock:
         try:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock.sendall(format_query(asked))
+            try:
+                sock.sendall(format_query(asked))
+            except TimeoutError:
+                raise
+            except OSError as exc:  # closed on us: what it answered before that is still to be read
+                log.debug("%s: sending the query failed: %s", where, _reason(exc))
             # half-close: "end" already says so, this also tells servers that wait for EOF
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
