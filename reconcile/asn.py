@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from reconcile.errors import ReconcileError
@@ -447,6 +448,8 @@ def enrich(
     Never raises on a network or cache failure. Cache problems are logged here (one warning each: an
     unusable cache file, a failed save); a failed or partial lookup is returned as `warning` for the
     caller to log. The cache is saved when it gained entries (or was unusable), pruned to `max_entries`.
+    `now` (timezone-aware) stamps new entries and judges old ones against `ttl`; `timeout` bounds the
+    whole lookup, so the caller passes the smaller of `[enrich] timeout` and what is left of the run.
     """
     wanted = list(dict.fromkeys(addresses))
     cache: dict[str, CacheEntry] = {}
@@ -496,7 +499,7 @@ def enrich(
         except OSError as exc:
             log.warning("ASN cache %s not saved: %s", cache_file, _reason(exc))
     return Enrichment(
-        infos=infos,
+        infos=MappingProxyType(infos),
         hits=hits,
         looked_up=len(missing),
         answered=len(answered),
