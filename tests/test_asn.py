@@ -495,8 +495,10 @@ def test_no_time_left_opens_no_connection(whois: WhoisServer) -> None:
 
 def test_query_bulk_ignores_lines_for_addresses_not_asked(whois: WhoisServer) -> None:
     asked = addresses(3)
+    whois.extra = ["192.0.2.99", "2001:db8::99"]
     infos = query_bulk(whois.host, whois.port, asked, TIMEOUT)
     assert set(infos) == set(asked)
+    assert ip("192.0.2.99") not in infos and ip("2001:db8::99") not in infos
     assert query_bulk(whois.host, whois.port, [], TIMEOUT) == {}
     assert len(whois.connections) == 1  # nothing to ask: no connection
 

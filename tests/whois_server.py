@@ -12,6 +12,7 @@ Modes (set `mode` and its parameters between calls):
 - "close_early": banner and `close_after` data lines, then close (0: close at once, sending nothing).
 - `stream = True`: answers each line as soon as it is read (small socket buffers), as a server that
   does not wait for `end` would.
+- `extra`: addresses answered after the asked ones, though nobody asked for them.
 - `refuse()`: stops listening; the port then refuses connections.
 
 Every connection is recorded (`connections`: its raw request lines and the queried addresses).
@@ -113,6 +114,7 @@ class WhoisServer:
         self.close_after = 0
         self.junk_every = 0
         self.stream = False
+        self.extra: list[str] = []  # answered too, though nobody asked (a confused or hostile server)
         self.table: dict[str, Answer] = {}  # compressed address -> answer, overrides fake_answer
         self.unknown: set[str] = set()  # compressed addresses answered with an NA line
         self.connections: list[Connection] = []
@@ -266,6 +268,8 @@ class WhoisServer:
                 else self.table.get(ip) or fake_answer(ip)
             )
             yield data_line(line, answer)
+        for ip in self.extra:
+            yield data_line(ip, fake_answer(ip))
 
     def _answer(self, conn: socket.socket, record: Connection) -> None:
         conn.settimeout(5)
