@@ -47,6 +47,7 @@ IPV4: tuple[ipaddress.IPv4Network, ...] = tuple(ipaddress.IPv4Network(n) for n i
 IPV6: tuple[ipaddress.IPv6Network, ...] = tuple(ipaddress.IPv6Network(n) for n in IPV6_TEXT)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ALL: tuple[Network, ...] = (*IPV4, *IPV6)
 
 
 class _Ranges:
@@ -149,7 +150,7 @@ def differences(published_v4: Sequence[str], published_v6: Sequence[str]) -> lis
             published.add(ipaddress.ip_network(value.strip(), strict=False))
         except ValueError:
             found.append(f"Cloudflare lists {value!r}, which is not a network")
-    shipped: set[Network] = {*IPV4, *IPV6}
+    shipped = set(ALL)
     key = _network_key
     found += [
         f"Cloudflare publishes {net}, not in the ranges shipped with reconcile ({PUBLISHED})"

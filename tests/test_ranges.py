@@ -59,13 +59,11 @@ def test_other_addresses(value: str):
 
 
 def test_the_interval_lookup_agrees_with_ipaddress_at_every_range_edge():
-    for net in (*ranges.IPV4, *ranges.IPV6):
+    for net in ranges.ALL:
         first, last = net.network_address, net.broadcast_address
         assert is_cloudflare(first) and is_cloudflare(last)
         for outside in (first - 1, last + 1):
-            expected = any(
-                outside in other for other in (*ranges.IPV4, *ranges.IPV6) if other.version == net.version
-            )
+            expected = any(outside in other for other in ranges.ALL if other.version == net.version)
             assert is_cloudflare(outside) == expected
 
 
