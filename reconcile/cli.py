@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,11 +22,11 @@ from reconcile import __version__
 from reconcile import config as config_mod
 from reconcile import log as log_mod
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
-from reconcile.report_filter import ReportFilter
 
 if TYPE_CHECKING:  # annotations only: importing them at run time would cost --version ~0.2 s
     from reconcile.cloudflare import Credentials
     from reconcile.config import Config
+    from reconcile.render import Selection
     from reconcile.run import Options, Outcome
 
 log = logging.getLogger("reconcile.cli")
@@ -125,10 +124,13 @@ def _names(value: str) -> frozenset[str]:
     return frozenset(name.strip() for name in value.split(",") if name.strip())
 
 
-def report_filter(args: argparse.Namespace) -> ReportFilter:
-    """The --action / --jail filters as one value (repeats and comma lists together)."""
-    return ReportFilter(
-        actions=frozenset().union(*(args.actions or ())),
+def selection(args: argparse.Namespace) -> Selection:
+    """The --action / --jail filters as the renderer's value (repeats and comma lists together)."""
+    from reconcile.plan import Action
+    from reconcile.render import Selection
+
+    return Selection(
+        actions=frozenset(Action(name) for names in args.actions or () for name in names),
         jails=frozenset().union(*(args.jails or ())),
     )
 
@@ -239,24 +241,21 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
 
     plan = outcome.plan
     fmt = args.format or ("table" if args.report else None)
-    shown = plan
-    wanted = report_filter(args)
-    if plan is not None and wanted.active:
-        # Until the renderer takes the filter itself: the rows shown are filtered, the summary is the plan's.
-        shown = replace(plan, changes=tuple(c for c in plan.changes if wanted.matches(c.action, c.jails)))
-    if shown is not None and fmt == "json":
+    shown = selection(args)
+    if plan is not None and fmt == "json":
         _print(
             render.to_json(
-                shown,
+                plan,
                 outcome.now,
                 outcome.stats,
                 unsafe=outcome.unsafe,
                 applied=outcome.applied,
                 host_id=config.host_id,
+                selection=shown,
             )
         )
-    elif shown is not None and fmt == "table":
-        _print(render.table(shown, outcome.now, outcome.applied))
+    elif plan is not None and fmt == "table":
+        _print(render.table(plan, outcome.now, outcome.applied, selection=shown))
     if not args.force:
         for reason in outcome.unsafe:
             log.error("%s", reason)

@@ -15,7 +15,8 @@ import pytest
 
 from reconcile import check, cli, explain
 from reconcile.errors import EXIT_CONFIG
-from reconcile.report_filter import ReportFilter
+from reconcile.plan import Action
+from reconcile.render import Selection
 from tests.cf_emulator import TOKEN, ZONE_ID
 from tests.harness import RECONCILE, Harness
 
@@ -106,19 +107,11 @@ def test_filters_combine_repeats_and_comma_lists():
             "nginx",
         ]
     )
-    assert cli.report_filter(args) == ReportFilter(
-        actions=frozenset({"add", "expire", "keep"}), jails=frozenset({"sshd", "recidive", "nginx"})
+    assert cli.selection(args) == Selection(
+        actions=frozenset({Action.ADD, Action.EXPIRE, Action.KEEP}),
+        jails=frozenset({"sshd", "recidive", "nginx"}),
     )
-    assert cli.report_filter(cli.parser().parse_args(["--report"])) == ReportFilter()
-    assert not ReportFilter().active
-
-
-def test_report_filter_matches_rows():
-    wanted = ReportFilter(actions=frozenset({"add", "expire"}), jails=frozenset({"sshd"}))
-    assert wanted.matches("add", ("recidive", "sshd"))
-    assert not wanted.matches("keep", ("sshd",))
-    assert not wanted.matches("expire", ())  # nothing bans it: no jail's row
-    assert ReportFilter(actions=frozenset({"expire"})).matches("expire", ())
+    assert cli.selection(cli.parser().parse_args(["--report"])) == Selection()
 
 
 def test_explain_parses_both_families():

@@ -31,7 +31,9 @@ def web2_f2b() -> Iterator[F2B]:
 
 
 @pytest.fixture
-def pair(f2b: F2B, web2_f2b: F2B, cf: CloudflareEmulator, tmp_path: Path) -> Iterator[tuple[Harness, Harness]]:
+def pair(
+    f2b: F2B, web2_f2b: F2B, cf: CloudflareEmulator, tmp_path: Path
+) -> Iterator[tuple[Harness, Harness]]:
     one = make_harness(f2b, cf, tmp_path / "web1")
     two = make_harness(web2_f2b, cf, tmp_path / "web2")
     (tmp_path / "web1").mkdir()
