@@ -196,9 +196,8 @@ def _print(text: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    # The run's modules, in one place: imported only now, so that --version and --help stay fast.
-    from reconcile import credentials, lock, metrics
-    from reconcile.run import Options
+    # Imported only now, so that --version and --help stay fast; every command needs the credentials.
+    from reconcile import credentials
 
     config = config_mod.load(args.config)
     creds = credentials.load(config)
@@ -212,6 +211,9 @@ def _main(args: argparse.Namespace) -> int:
         from reconcile import explain
 
         return explain.main(config, creds, args.explain, fmt)
+    from reconcile import lock, metrics
+    from reconcile.run import Options
+
     options = Options(report=args.report, force=args.force)
     if args.report:
         return _finish(_execute(config, creds, options), args, config)
