@@ -51,6 +51,11 @@ if [ ! -x "$DESTDIR$VENV/bin/python" ]; then
         || die "$PYTHON -m venv failed (on Debian: apt-get install python3-venv)"
 fi
 say "installing $PACKAGE"
+# 0.1 was published as the distribution "reconcile" (a name taken on the package index by another
+# project); both own reconcile/, so the old one goes first.
+if "$DESTDIR$VENV/bin/python" -m pip show --quiet reconcile >/dev/null 2>&1; then
+    "$DESTDIR$VENV/bin/python" -m pip uninstall --quiet --yes reconcile
+fi
 # --force-reinstall --no-deps first: a rebuilt package of the same version must replace the old one;
 # then the dependencies, upgraded only when needed.
 # shellcheck disable=SC2086  # PIP_ARGS is a list of options

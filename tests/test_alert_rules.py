@@ -21,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile import config as config_mod
 from reconcile import metrics, run
 from reconcile.apply import Applied
-from reconcile.errors import EXIT_OK
 from reconcile.model import Fail2banState
 from reconcile.plan import Plan
 from tests.cf_emulator import ZONE_ID
@@ -39,7 +38,12 @@ def written_metrics(tmp_path: Path) -> dict[str, set[str]]:
     config = config_mod.from_mapping(
         {"cloudflare": {"zone_ids": [ZONE_ID]}, "policy": {"host_id": "web1"}}, tmp_path / "c.toml"
     )
-    outcome = run.Outcome(EXIT_OK, state=Fail2banState(("sshd",), ()), plan=Plan(()), applied=Applied(()))
+    outcome = run.Outcome(
+        datetime(2026, 11, 21, 10, 0, tzinfo=UTC),
+        state=Fail2banState(("sshd",), ()),
+        plan=Plan(()),
+        applied=Applied(()),
+    )
     text = metrics.render(outcome, config, datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
     found: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):

@@ -116,7 +116,8 @@ def build_wheel(src: Path, out: Path) -> Path:
     init = (src / "reconcile" / "__init__.py").read_text()
     version = re.search(r'__version__ = "([^"]+)"', init)
     assert version is not None
-    dist = f"{project['name']}-{version.group(1)}"
+    # Wheel file and dist-info names use the normalised distribution name (PEP 427: `-` becomes `_`).
+    dist = f"{re.sub(r'[-_.]+', '_', project['name'])}-{version.group(1)}"
     files = {f"reconcile/{p.name}": p.read_bytes() for p in sorted((src / "reconcile").glob("*.py"))}
     metadata = [f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {version.group(1)}"]
     metadata += [f"Requires-Dist: {dep}" for dep in project["dependencies"]]
