@@ -255,10 +255,11 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
                 applied=outcome.applied,
                 host_id=config.host_id,
                 selection=shown,
+                names=outcome.names,
             )
         )
     elif plan is not None and fmt == "table":
-        _print(render.table(plan, outcome.now, outcome.applied, selection=shown))
+        _print(render.table(plan, outcome.now, outcome.applied, selection=shown, names=outcome.names))
     if not args.force:
         for reason in outcome.unsafe:
             log.error("%s", reason)

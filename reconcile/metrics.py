@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # when this host is in the rule's host set, "others" when only other hosts are.
 OWNERS = ("ours", "others", "legacy", "unknown", "untagged", "allow")
 FILE_MODE = 0o644
+ASN_RESULTS = ("ok", "partial", "failed", "skipped")
 
 
 class _Families:
@@ -77,7 +78,7 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             pending = outcome.applied.count(Result.PENDING) + outcome.applied.count(Result.FAILED)
         else:
             pending = len(plan.writes())  # planned, never applied: refused as unsafe (or a --report)
-    return [
+    families = [
         _labelled(
             "reconcile_info",
             "Version and host id of the reconciler",
@@ -122,6 +123,25 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             pending,
         ),
     ]
+    found = outcome.enrichment
+    if found is not None:
+        families.append(
+            _labelled(
+                "reconcile_asn_lookups_total",
+                "The last run's ASN lookup, by result (1 for the result it had)",
+                ["result"],
+                {(result,): int(found.result == result) for result in ASN_RESULTS},
+            )
+        )
+        if found.hit_ratio is not None:
+            families.append(
+                _gauge(
+                    "reconcile_asn_cache_hit_ratio",
+                    "Share of the last run's addresses to enrich that the ASN cache answered",
+                    found.hit_ratio,
+                )
+            )
+    return families
 
 
 def render(outcome: Outcome, config: Config, now: datetime) -> str:

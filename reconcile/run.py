@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from reconcile import asn, fail2ban, ranges
 from reconcile import bans as bans_mod
-from reconcile import fail2ban
 from reconcile.apply import Applied, Result, apply
+from reconcile.asn import Enrichment
 from reconcile.cloudflare import Client, Credentials, IncompleteListing
 from reconcile.config import Config
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
-from reconcile.model import Fail2banState, Rule, RuleListing, Scope
+from reconcile.model import Ban, Fail2banState, Rule, RuleListing, Scope
 from reconcile.pacing import Pacer
-from reconcile.plan import Plan, Policy, make_plan
+from reconcile.plan import Plan, Policy, make_plan, with_networks
 from reconcile.render import Stats
 from reconcile.safety import unsafe_reasons
 
@@ -49,6 +50,8 @@ class Outcome:
     error: ReconcileError | None = None  # what stopped the run before or instead of applying
     stats: Stats = field(default_factory=lambda: Stats(0, 0.0))
     forced: bool = False
+    enrichment: Enrichment | None = None  # the run's AS lookup, when [enrich] asn is on
+    names: Mapping[str, str] = field(default_factory=dict)  # AS number -> AS name, for the report
 
     @property
     def refused(self) -> bool:
@@ -92,7 +95,44 @@ def policy_of(config: Config) -> Policy:
         mode=config.mode,
         allowlist=config.allowlist,
         max_rule_age=config.max_rule_age,
+        cloudflare_ranges=ranges.ALL if config.skip_cloudflare_ranges else (),
     )
+
+
+def warn_misconfiguration(bans: Sequence[Ban]) -> None:
+    """One loud warning per run when fail2ban bans Cloudflare or loopback: the web server is misconfigured."""
+    examples: dict[str, str] = {}
+    for ban in bans:
+        if ranges.is_misconfiguration(ban.ip):
+            for jail in ban.jails:
+                examples.setdefault(jail, ban.ip.compressed)
+    if examples:
+        log.warning("%s", ranges.misconfiguration_warning(examples))
+
+
+def enrich(
+    config: Config, plan: Plan, now: datetime, pacer: Pacer
+) -> tuple[Plan, Enrichment, dict[str, str]]:
+    """The plan with the origin AS of every address about to be written, looked up in bulk (DESIGN §10).
+
+    Bounded by [enrich] timeout and what is left of the run's time limit; a failed lookup only means
+    rules without `asn`, never a delay past that or a different exit code.
+    """
+    wanted = [c.ip for c in plan.writes() if c.ip is not None and c.lease is not None]
+    found = asn.enrich(
+        wanted,
+        host=config.whois_host,
+        port=config.whois_port,
+        timeout=min(config.enrich_timeout, pacer.remaining()),
+        cache_file=config.asn_cache_file,
+        ttl=config.asn_cache_ttl,
+        now=now,
+    )
+    if found.warning:
+        log.warning("%s", found.warning)
+    known = {ip: (info.asn, info.cc) for ip, info in found.infos.items() if info.asn is not None}
+    names = {info.asn: info.name for info in found.infos.values() if info.asn and info.name}
+    return with_networks(plan, known, config.tag), found, names
 
 
 def make_client(config: Config, credentials: Credentials, pacer: Pacer, **options: Any) -> Client:
@@ -144,6 +184,7 @@ def execute(
     log.debug(
         "fail2ban: %d jails, %d entries, %d distinct IPs", len(state.jails), len(state.entries), len(bans)
     )
+    warn_misconfiguration(bans)
 
     with client_factory(config, credentials, pacer) as client:
 
@@ -154,12 +195,18 @@ def execute(
             listings = [list_scope(client, scope, config.tag) for scope in scopes_of(config)]
             now = clock()
             plan = make_plan(bans, invalid, listings, policy_of(config), now)
+            enrichment: Enrichment | None = None
+            names: dict[str, str] = {}
+            if config.enrich_asn:
+                plan, enrichment, names = enrich(config, plan, now, pacer)
             for change in plan.changes:
                 log.debug(
                     "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
                 )
             unsafe = tuple(unsafe_reasons(plan, config.max_expire_fraction))
-            outcome = Outcome(now, state, plan, unsafe=unsafe, forced=options.force)
+            outcome = Outcome(
+                now, state, plan, unsafe=unsafe, forced=options.force, enrichment=enrichment, names=names
+            )
             if options.report or outcome.refused:
                 return replace(outcome, stats=stats())
             if unsafe:
