@@ -211,9 +211,7 @@ def require_fail2ban() -> None:
 
 
 @contextmanager
-def running_f2b(
-    *, server_env: Mapping[str, str] | None = None, dbfile: str | None = None
-) -> Iterator[F2B]:
+def running_f2b(*, server_env: Mapping[str, str] | None = None, dbfile: str | None = None) -> Iterator[F2B]:
     """A started private server (e.g. server_env={"TZ": "Asia/Tokyo"}); stopped and removed on exit."""
     require_fail2ban()
     base = Path(tempfile.mkdtemp(prefix="f2b-", dir="/tmp"))

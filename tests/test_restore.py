@@ -186,7 +186,8 @@ def test_another_zone_detected_from_the_database_deletes_nothing(elsewhere: Harn
     assert len(warnings) == 1, run.stderr
     # Los Angeles is UTC-08:00 in winter, UTC-07:00 in summer (the test may run in either)
     assert re.search(
-        r"not in this machine's zone \(UTC\): its database implies UTC-0[78]:00 \(7 of 7 compared", warnings[0]
+        r"not in this machine's zone \(UTC\): its database implies UTC-0[78]:00 \(7 of 7 compared",
+        warnings[0],
     ), warnings[0]
     assert "[fail2ban] timezone" in warnings[0]
 
