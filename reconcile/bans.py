@@ -175,9 +175,9 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
     """Check the zone `entries` were read in against the database's epochs (`bips.timeofban`).
 
     A printed start that is off its stored epoch by a whole-quarter-hour offset means fail2ban prints
-    another zone than `tz`: such an entry takes the stored epoch (its length kept), and an entry without
-    a row is read with the offset found for the nearest stored ban. Other differences (a ban newer than
-    its row, say) are left as printed: they are not the zone's doing.
+    another zone than `tz`: such an entry is read again with the UTC offset its row implies (its length
+    kept), and an entry without a row with the offset found for the nearest stored ban. Other differences
+    (a ban newer than its row, say) are left as printed: they are not the zone's doing.
     """
     epochs = {(b.jail, b.value): b.timeofban for b in stored}
     items = list(entries)
@@ -196,7 +196,9 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
             continue
         assumed = entry.start.astimezone(tz).utcoffset() or timedelta(0)
         if _plausible_offset(offset) and offset != assumed:
-            fixed[index] = stored_start
+            # the printed wall time read with that offset: what a reader in fail2ban's zone gets (the
+            # stored epoch itself is rounded where the print is truncated: a rule would flap by 1 s)
+            fixed[index] = _at_offset(entry.start, tz, offset)
             offsets.add(offset)
     # one zone has at most two offsets (standard and daylight time); more is not a zone
     if not fixed or len(offsets) > 2:
@@ -235,9 +237,14 @@ def _reread(start: datetime, tz: tzinfo, witnessed: list[tuple[datetime, timedel
     if not witnessed:
         return None
     _, offset = min(witnessed, key=lambda w: abs(w[0] - start))
-    wall = start.astimezone(tz).replace(tzinfo=None)
-    moved = (wall - offset).replace(tzinfo=UTC)
+    moved = _at_offset(start, tz, offset)
     return None if moved == start else moved
+
+
+def _at_offset(start: datetime, tz: tzinfo, offset: timedelta) -> datetime:
+    """The wall time fail2ban printed (`start` read in `tz`), read at UTC `offset` instead."""
+    wall = start.astimezone(tz).replace(tzinfo=None)
+    return (wall - offset).replace(tzinfo=UTC)
 
 
 def _moved(entry: BanEntry, start: datetime) -> BanEntry:

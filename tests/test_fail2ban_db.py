@@ -220,6 +220,16 @@ def test_a_consistent_offset_takes_the_database_s_times() -> None:
     ]
 
 
+def test_a_misread_start_is_read_again_as_fail2ban_s_zone_would_not_rounded_like_the_row() -> None:
+    # the row's epoch is rounded up (a ban at .6 s), the print truncated: the reading in fail2ban's own
+    # zone wins, so a rule written by a run with [fail2ban] timezone set is not renewed by one without
+    [wrong] = read_as(UTC, [("45.155.205.1", NOW, HOUR)])
+    [right] = read_as(LA, [("45.155.205.1", NOW, HOUR)])
+    check = check_zone([wrong], [DbBan("sshd", "45.155.205.1", NOW + 1, HOUR)], UTC)
+    assert check.misread == 1
+    assert list(check.entries) == [right]
+
+
 def test_an_entry_without_a_row_is_read_with_the_offset_found() -> None:
     lines = [("45.155.205.1", NOW - 60, HOUR), ("45.155.205.2", NOW - 30, HOUR)]
     entries = read_as(UTC, lines)
