@@ -9,6 +9,7 @@ import re
 import socket
 import stat
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "command": ["fail2ban-client"],
         "jails": [],
         "timeout": 30.0,
+        "timezone": "",
     },
     "cloudflare": {
         "api_base_url": "https://api.cloudflare.com/client/v4",
@@ -98,6 +100,7 @@ class Config:
     fail2ban_command: tuple[str, ...]
     jails: tuple[str, ...]
     fail2ban_timeout: float
+    fail2ban_timezone: str
     # [cloudflare]
     api_base_url: str
     api_token_file: Path | None
@@ -294,6 +297,12 @@ def from_mapping(
     command = tuple(v.string_list("fail2ban", "command"))
     if not command:
         raise v.error("fail2ban", "command", "must name the fail2ban-client program")
+    timezone = v.string("fail2ban", "timezone")
+    try:
+        if timezone:
+            zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise v.error("fail2ban", "timezone", f"unknown time zone {timezone!r} (an IANA name)") from None
     metrics = v.string("metrics", "textfile")
     token_file = v.string("cloudflare", "api_token_file")
     key_file = v.string("cloudflare", "api_key_file")
@@ -309,6 +318,7 @@ def from_mapping(
         fail2ban_command=command,
         jails=tuple(v.string_list("fail2ban", "jails")),
         fail2ban_timeout=v.positive("fail2ban", "timeout"),
+        fail2ban_timezone=timezone,
         api_base_url=api_base_url,
         api_token_file=Path(token_file) if token_file else None,
         api_token_file_explicit="api_token_file" in data.get("cloudflare", {}),

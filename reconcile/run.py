@@ -177,7 +177,12 @@ def execute(
     # Created first, so the run's time limit covers the fail2ban read too.
     pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
-    state = fail2ban.read_state(config.fail2ban_command, config.jails, config.fail2ban_timeout)
+    state = fail2ban.read_state(
+        config.fail2ban_command,
+        config.jails,
+        config.fail2ban_timeout,
+        fail2ban.zone(config.fail2ban_timezone),
+    )
     bans, invalid = bans_mod.merge(state.entries)
     for entry in invalid:
         log.warning("skipping %r banned in %s: not a single IP address", entry.value, entry.jail)
