@@ -31,7 +31,7 @@ def enrich_config(h: Harness, whois: WhoisServer, **extra: Any) -> None:
             "whois_server": whois.server,
             "cache_file": str(h.workdir / "cache" / "asn.json"),
             **extra,
-        }
+        },
     )
 
 
