@@ -384,9 +384,12 @@ class CloudflareEmulator:
         rate_window: float = 300.0,
         time_scale: float = 1.0,
         validate_responses: bool = True,
+        latency: float = 0.0,
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
         self._tokens = frozenset(tokens)
         self._email_keys = frozenset((email.lower(), key) for email, key in email_keys)
         self._scopes: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
@@ -401,6 +404,8 @@ class CloudflareEmulator:
         self.time_scale = time_scale
         # Checking 2xx answers costs ~0.5 ms per listed rule; benchmarks with thousands may turn it off.
         self.validate_responses = validate_responses
+        # Real seconds every answer waits (a WAN round trip), slept outside the lock: benchmarks use 0.05.
+        self.latency = latency
         self.requests: list[RequestRecord] = []
         self.violations: list[str] = []
         self.rate_limited = 0
@@ -637,6 +642,8 @@ class CloudflareEmulator:
 
     def dispatch(self, inc: _Incoming) -> _Reply | object:
         """Answer one request (or _RESET); records it, and any violation, on the way."""
+        if self.latency:
+            time.sleep(self.latency)
         auth = self._auth(inc.headers)
         route = _ROUTE.fullmatch(inc.path) if inc.prefixed else None
         if route is not None and inc.method not in (

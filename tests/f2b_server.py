@@ -88,12 +88,29 @@ bantime = -1
 
 CLIENT_TIMEOUT = 60.0
 
+# `extra_jails=N` adds N more jails like `manual` (never matching, bans by hand only), e.g. for benchmarks.
+EXTRA_JAIL = """
+[{name}]
+enabled = true
+logpath = {log}/auth.log
+failregex = ^NEVER MATCHES <HOST>$
+"""
+
+
+def extra_jail_names(count: int) -> tuple[str, ...]:
+    return tuple(f"extra{i:02d}" for i in range(1, count + 1))
+
 
 class F2B:
     """One private fail2ban-server and the paths around it."""
 
     def __init__(
-        self, base: Path, *, server_env: Mapping[str, str] | None = None, dbfile: str | None = None
+        self,
+        base: Path,
+        *,
+        server_env: Mapping[str, str] | None = None,
+        dbfile: str | None = None,
+        extra_jails: int = 0,
     ) -> None:
         self.base = base
         self.conf = base / "conf"
@@ -106,6 +123,8 @@ class F2B:
         self.command = ["fail2ban-client", "-c", str(self.conf)]
         self.server_env = dict(server_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_jails = extra_jail_names(extra_jails)
+        self.jails = tuple(sorted((*JAILS, *self.extra_jails)))
 
     def write_config(self) -> None:
         for d in (self.conf / "action.d", self.run, self.log):
@@ -115,7 +134,8 @@ class F2B:
             (self.log / name).touch()
         (self.conf / "fail2ban.conf").write_text(FAIL2BAN_CONF.format(run=self.run, dbfile=self.dbfile))
         (self.conf / "action.d" / "noop.conf").write_text(NOOP_ACTION)
-        (self.conf / "jail.conf").write_text(JAIL_CONF.format(log=self.log))
+        extra = "".join(EXTRA_JAIL.format(name=name, log=self.log) for name in self.extra_jails)
+        (self.conf / "jail.conf").write_text(JAIL_CONF.format(log=self.log) + extra)
 
     def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
@@ -150,7 +170,7 @@ class F2B:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        want = f"Number of jail:\t{len(JAILS)}"
+        want = f"Number of jail:\t{len(self.jails)}"
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -211,11 +231,13 @@ def require_fail2ban() -> None:
 
 
 @contextmanager
-def running_f2b(*, server_env: Mapping[str, str] | None = None, dbfile: str | None = None) -> Iterator[F2B]:
+def running_f2b(
+    *, server_env: Mapping[str, str] | None = None, dbfile: str | None = None, extra_jails: int = 0
+) -> Iterator[F2B]:
     """A started private server (e.g. server_env={"TZ": "Asia/Tokyo"}); stopped and removed on exit."""
     require_fail2ban()
     base = Path(tempfile.mkdtemp(prefix="f2b-", dir="/tmp"))
-    srv = F2B(base, server_env=server_env, dbfile=dbfile)
+    srv = F2B(base, server_env=server_env, dbfile=dbfile, extra_jails=extra_jails)
     try:
         srv.write_config()
         srv.start()
