@@ -89,7 +89,8 @@ def parse_banip_with_time(jail: str, output: str, tz: tzinfo) -> list[BanEntry]:
     if not text.strip():
         return []  # fail2ban prints one empty line when the jail holds no bans
     entries = []
-    starts: dict[tuple[str, ...], datetime] = {}  # bulk bans share their second: localize each once
+    # bulk bans share their times: each distinct (START, SECONDS, END) is localized and added up once
+    times: dict[tuple[str, ...], tuple[datetime, datetime | None]] = {}
     for number, line in enumerate(text.split("\n"), 1):
         m = _BAN_LINE.fullmatch(line)
         if m is None:
@@ -97,7 +98,7 @@ def parse_banip_with_time(jail: str, output: str, tz: tzinfo) -> list[BanEntry]:
                 f"jail {jail}: line {number} {_quote(line)} is not 'IP \\tSTART + SECONDS = END'"
             )
         try:
-            entries.append(_entry(jail, m, tz, starts))
+            entries.append(_entry(jail, m, tz, times))
         except ValueError as exc:
             raise ValueError(f"jail {jail}: line {number} {_quote(line)}: {exc}") from None
     return entries
@@ -181,19 +182,23 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
     """
     epochs = {(b.jail, b.value): b.timeofban for b in stored}
     items = list(entries)
-    # (stored start, fail2ban's UTC offset then) for every entry with a row
-    witnessed: list[tuple[datetime, timedelta]] = []
+    # (stored start, printed start) for every entry with a row; fail2ban's offsets are worked out from
+    # them only when some start disagrees: reading 100,000 starts back in `tz` was most of this check
+    rows: list[tuple[datetime, datetime]] = []
+    stamps: dict[int, datetime] = {}  # bulk bans share their second
     fixed: dict[int, datetime] = {}
     offsets: set[timedelta] = set()
     for index, entry in enumerate(items):
         epoch = epochs.get((entry.jail, entry.value))
         if epoch is None:
             continue
-        stored_start = datetime.fromtimestamp(epoch, UTC)
-        offset = _printed_offset(entry.start, tz, stored_start)
-        witnessed.append((stored_start, offset))
+        stored_start = stamps.get(epoch)
+        if stored_start is None:
+            stored_start = stamps[epoch] = datetime.fromtimestamp(epoch, UTC)
+        rows.append((stored_start, entry.start))
         if abs(entry.start - stored_start) <= _SAME_START:
             continue
+        offset = _printed_offset(entry.start, tz, stored_start)
         assumed = entry.start.astimezone(tz).utcoffset() or timedelta(0)
         if _plausible_offset(offset) and offset != assumed:
             # the printed wall time read with that offset: what a reader in fail2ban's zone gets (the
@@ -202,14 +207,16 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
             offsets.add(offset)
     # one zone has at most two offsets (standard and daylight time); more is not a zone
     if not fixed or len(offsets) > 2:
-        return ZoneCheck(tuple(items), (), 0, len(witnessed))
+        return ZoneCheck(tuple(items), (), 0, len(rows))
+    # (stored start, fail2ban's UTC offset then) for every entry with a row
+    witnessed = [(stored, _printed_offset(start, tz, stored)) for stored, start in rows]
     out = []
     for index, entry in enumerate(items):
         start = fixed.get(index)
         if start is None and (entry.jail, entry.value) not in epochs:
             start = _reread(entry.start, tz, witnessed)
         out.append(entry if start is None else _moved(entry, start))
-    return ZoneCheck(tuple(out), tuple(sorted(offsets)), len(fixed), len(witnessed))
+    return ZoneCheck(tuple(out), tuple(sorted(offsets)), len(fixed), len(rows))
 
 
 def format_offset(offset: timedelta) -> str:
@@ -257,19 +264,20 @@ def _quote(text: str, limit: int = 200) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
-def _entry(jail: str, m: re.Match[str], tz: tzinfo, starts: dict[tuple[str, ...], datetime]) -> BanEntry:
-    seconds = int(m.group("seconds"))
+def _entry(
+    jail: str, m: re.Match[str], tz: tzinfo, times: dict[tuple[str, ...], tuple[datetime, datetime | None]]
+) -> BanEntry:
     key = m.group("start", "seconds", "end")
-    start = starts.get(key)
-    if start is None:
+    known = times.get(key)
+    if known is None:
+        seconds = int(m.group("seconds"))
         start_wall = datetime.fromisoformat(m.group("start"))
         if seconds == -1:  # permanent (ticket.py); END is the 9999-12-31 placeholder
             start = _localize(start_wall, tz, None)
         else:
             start = _localize(start_wall, tz, (seconds, datetime.fromisoformat(m.group("end"))))
-        starts[key] = start
-    end = None if seconds == -1 else _add(start, seconds)
-    return BanEntry(jail, m.group("value"), start, end)
+        known = times[key] = (start, None if seconds == -1 else _add(start, seconds))
+    return BanEntry(jail, m.group("value"), *known)
 
 
 def _localize(wall: datetime, tz: tzinfo, check: tuple[int, datetime] | None) -> datetime:

@@ -11,6 +11,7 @@ ones (the restore has finished). No shell anywhere; stdlib only, so it runs unde
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -20,23 +21,26 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     control_path, args = Path(argv[1]), argv[2:]
-    control = json.loads(control_path.read_text())
+    command = json.loads(control_path.read_text())["command"]
     real = subprocess.run(
-        [*control["command"], *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        [*command, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
     out = real.stdout
     if len(args) == 4 and args[0] == "get" and args[2:] == ["banip", "--with-time"] and real.returncode == 0:
         jail = args[1]
-        seen = control["seen"].get(jail, 0)
-        if seen < control["calls"]:
-            hidden = set(control["hide"])
-            kept = [line for line in out.splitlines() if line.split(" \t")[0] not in hidden]
-            out = "\n".join(kept) + "\n"  # an empty jail prints one empty line, as fail2ban does
-        control["seen"][jail] = seen + 1
-        # the run calls one at a time: a plain rewrite (atomic rename) is enough
-        tmp = control_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(control))
-        os.replace(tmp, control_path)
+        # reconcile reads several jails at once: the count of each is read and written under one lock
+        with open(control_path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            control = json.loads(control_path.read_text())
+            seen = control["seen"].get(jail, 0)
+            if seen < control["calls"]:
+                hidden = set(control["hide"])
+                kept = [line for line in out.splitlines() if line.split(" \t")[0] not in hidden]
+                out = "\n".join(kept) + "\n"  # an empty jail prints one empty line, as fail2ban does
+            control["seen"][jail] = seen + 1
+            tmp = control_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(control))
+            os.replace(tmp, control_path)
     sys.stdout.write(out)
     sys.stderr.write(real.stderr)
     return real.returncode
