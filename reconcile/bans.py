@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -61,6 +63,23 @@ class ZoneCheck:
     offsets: tuple[timedelta, ...]  # fail2ban's UTC offsets that the database implies, when misread
     misread: int  # entries whose printed start disagreed with the database by such an offset
     compared: int  # entries that have a database row
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (and resumed after, if it ran before).
+
+    Reading and planning 100,000 bans allocates several objects per ban, none in a reference cycle; the
+    collector, triggered every 700 allocations, re-scans them all (40 % of planning, 10 % of the read).
+    Reference counting still frees everything meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def parse_jail_list(status_output: str) -> tuple[str, ...]:

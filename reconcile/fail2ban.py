@@ -143,6 +143,18 @@ def read_state(
     fail2ban's database, when readable, is a witness: bans it holds as current that the server does not
     show yet are waited for (up to `restore_wait` s), and its epochs check the zone `tz`.
     """
+    with bans_mod.collector_paused():
+        return _read_state(command, jails, timeout, tz, restore_wait, restore_poll)
+
+
+def _read_state(
+    command: Sequence[str],
+    jails: Sequence[str],
+    timeout: float,
+    tz: tzinfo | None,
+    restore_wait: float,
+    restore_poll: float,
+) -> Fail2banState:
     zone_ = tz if tz is not None else dateutil_tz.tzlocal()
     try:
         available = parse_jail_list(run_client(command, ["status"], timeout))

@@ -9,16 +9,15 @@ a *leave* (it removes itself and the rule stays for the others). The Plan is pla
 from __future__ import annotations
 
 import bisect
-import contextlib
 import functools
-import gc
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import NamedTuple
 
+from reconcile.bans import collector_paused
 from reconcile.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.notes import Lease, Note, NoteKind, format_note, format_time, host_set, parse_note
 
@@ -243,19 +242,8 @@ def make_plan(
     # Planning allocates several objects per ban and rule, none of them in a reference cycle: the cyclic
     # collector, triggered by every 700 allocations, re-scanned them all and took 40 % of planning
     # 100,000 bans. Reference counting still frees everything; the collector runs again afterwards.
-    with _collector_paused():
+    with collector_paused():
         return _make_plan(bans, invalid, listings, policy, now)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _make_plan(
