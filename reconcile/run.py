@@ -78,6 +78,16 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_OK
 
 
+def read_fail2ban(config: Config) -> Fail2banState:
+    """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
+    return fail2ban.read_state(
+        config.fail2ban_command,
+        config.jails,
+        config.fail2ban_timeout,
+        fail2ban.zone(config.fail2ban_timezone),
+    )
+
+
 def scopes_of(config: Config) -> list[Scope]:
     if config.account_id:
         return [Scope("account", config.account_id)]
@@ -177,12 +187,7 @@ def execute(
     # Created first, so the run's time limit covers the fail2ban read too.
     pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
-    state = fail2ban.read_state(
-        config.fail2ban_command,
-        config.jails,
-        config.fail2ban_timeout,
-        fail2ban.zone(config.fail2ban_timezone),
-    )
+    state = read_fail2ban(config)
     bans, invalid = bans_mod.merge(state.entries)
     for entry in invalid:
         log.warning("skipping %r banned in %s: not a single IP address", entry.value, entry.jail)
