@@ -11,8 +11,8 @@ from pathlib import Path
 from reconcile import __version__, credentials, lock, metrics, render
 from reconcile import config as config_mod
 from reconcile import log as log_mod
-from reconcile.cloudflare import Credentials
 from reconcile.config import Config
+from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
 from reconcile.run import Options, Outcome, execute
 

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile import __version__, credentials, metrics, run
 from reconcile import config as config_mod
-from reconcile.cloudflare import Credentials
+from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNSAFE, Fail2banError
 from reconcile.model import BanEntry, Fail2banState
 from reconcile.notes import format_note
