@@ -295,6 +295,9 @@ def fault_case(world: World, kind: str, step: str, variant: str, real: bool) -> 
     assert "Traceback" not in ran.said
     assert ran.exit_code == (0 if absorbed else 1), ran.said
     check_run(world, listing_failed=listing_failed)
+    if not listing_failed:
+        # Said by apply's log line and the command's summary; check_outcome counts it in process.
+        assert ": duplicate" not in ran.said and "already covered by a foreign rule" not in ran.said
     if ran.outcome is not None:
         check_outcome(ran.outcome, step, absorbed, listing_failed)
     else:
