@@ -1,4 +1,5 @@
-"""All HTTP to Cloudflare: IP Access Rules at zone or account level (DESIGN §3, §6).
+"""All HTTP to Cloudflare: IP Access Rules at zone or account level (DESIGN §3, §6), and for the operator's
+tools (--check, --explain) the token's status, Cloudflare's own ranges and its clock (DESIGN §7, §11).
 
 One place sends requests (`Client._send`: pacing, retries, 429) and one place reads answers
 (`Client._envelope`: Cloudflare's JSON envelope or a CloudflareError). Secrets travel only in request

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -502,9 +503,25 @@ def test_duplicate_after_a_connection_that_was_never_made_is_still_a_duplicate()
     session = FailingThenScripted([requests.ConnectTimeout("connect timed out")], (400, duplicate))
     created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
     assert created.duplicate and not created.stored_earlier
+    refused = refused_connection()
+    session = FailingThenScripted([refused], (400, duplicate))
+    created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.duplicate and not created.stored_earlier
     session = FailingThenScripted([requests.ReadTimeout("read timed out")], (400, duplicate))
     created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
     assert created.stored_earlier and not created.duplicate
+
+
+def refused_connection() -> requests.ConnectionError:
+    """What requests raises for a loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        requests.post(f"http://127.0.0.1:{port}/", json={}, timeout=2)
+    except requests.ConnectionError as exc:
+        return exc
+    raise AssertionError("a closed port accepted a connection")
 
 
 def test_transient_fault_before_a_create_is_a_new_rule(cf: CloudflareEmulator) -> None:
