@@ -7,6 +7,8 @@
 #   jail example    -> /etc/fail2ban/jail.d/cloudflare-reconcile.local.example (inert until copied to .local)
 #   configuration   -> /etc/fail2ban/cloudflare-reconcile.toml, only if absent (never overwritten)
 #   cron drop-in    -> /etc/cron.d/reconcile, only with WITH_CRON=1 (the systemd timer is the default)
+#   ASN cache dir   -> /var/cache/reconcile (0700; systemd's CacheDirectory= would make it, cron needs it)
+#   (the lock's directory, /run/reconcile, is on a tmpfs: the unit or the command itself creates it)
 #
 # Running it again upgrades the package and the shipped files and keeps the configuration.
 # Variables: DESTDIR (install into a staging tree, e.g. for packaging or tests; no root needed),
@@ -49,6 +51,11 @@ if [ ! -x "$DESTDIR$VENV/bin/python" ]; then
         || die "$PYTHON -m venv failed (on Debian: apt-get install python3-venv)"
 fi
 say "installing $PACKAGE"
+# 0.1 was published as the distribution "reconcile" (a name taken on the package index by another
+# project); both own reconcile/, so the old one goes first.
+if "$DESTDIR$VENV/bin/python" -m pip show --quiet reconcile >/dev/null 2>&1; then
+    "$DESTDIR$VENV/bin/python" -m pip uninstall --quiet --yes reconcile
+fi
 # --force-reinstall --no-deps first: a rebuilt package of the same version must replace the old one;
 # then the dependencies, upgraded only when needed.
 # shellcheck disable=SC2086  # PIP_ARGS is a list of options
@@ -88,6 +95,8 @@ else
 fi
 # The token's directory: root only. The token itself is the operator's to write.
 [ -d "$DESTDIR/etc/cloudflare" ] || install -d -m 0700 "$DESTDIR/etc/cloudflare"
+# [enrich] cache_file's directory, root only, for cron runs (under systemd, CacheDirectory= adopts it).
+install -d -m 0700 "$DESTDIR/var/cache/reconcile"
 
 # 4. cron, only when asked: Debian's cron skips /etc/cron.d names with a dot, hence "reconcile".
 if [ "$WITH_CRON" = 1 ]; then

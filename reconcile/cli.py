@@ -1,20 +1,34 @@
-"""Command line (DESIGN §7): parse, set up, run, render, exit with the documented code."""
+"""Command line (DESIGN §7): parse, set up, run, render, exit with the documented code.
+
+Start-up: only the standard library and reconcile's light modules are imported at the top, so that
+`--version`, `--help` and a usage error answer at once. The modules a command needs (requests,
+prometheus_client, tabulate, dateutil behind them) are imported inside the functions that use them; their
+types are named once, in the TYPE_CHECKING block.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconcile import __version__, credentials, lock, metrics, render
+from reconcile import __version__
 from reconcile import config as config_mod
 from reconcile import log as log_mod
-from reconcile.config import Config
-from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
-from reconcile.run import Options, Outcome, execute
+
+if TYPE_CHECKING:  # annotations only: importing them at run time would cost --version ~0.2 s
+    from reconcile.config import Config
+    from reconcile.credentials import Credentials
+    from reconcile.render import Selection
+    from reconcile.run import Options, Outcome
 
 log = logging.getLogger("reconcile.cli")
 
@@ -30,14 +44,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, metavar="FILE", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})"
     )
-    p.add_argument(
+    command = p.add_mutually_exclusive_group()
+    command.add_argument(
         "--report", action="store_true", help="read and plan, change nothing, print the plan on stdout"
+    )
+    command.add_argument(
+        "--check",
+        action="store_true",
+        help="check the set-up (config, token, scopes, fail2ban's actions, paths, clock), change nothing; "
+        "exit 1 when a check fails",
+    )
+    command.add_argument(
+        "--explain",
+        type=_ip_address,
+        metavar="IP",
+        help="everything about one address: its bans, the rules that cover it, what the next run would do",
     )
     p.add_argument(
         "--format",
         choices=("table", "json"),
         default=None,
-        help="output on stdout: the --report table (default) or JSON, also for a normal run",
+        help="output on stdout: table (default for --report, --check, --explain) or JSON, also for a run",
+    )
+    p.add_argument(
+        "--action",
+        dest="actions",
+        action="append",
+        type=_actions,
+        metavar="LIST",
+        help="with --report: show only these actions (comma-separated: add,renew,expire,keep,foreign,skip)",
+    )
+    p.add_argument(
+        "--jail",
+        dest="jails",
+        action="append",
+        type=_jails,
+        metavar="NAME",
+        help="with --report: show only these jails' rows (repeat it, or comma-separate the names)",
     )
     p.add_argument("--force", action="store_true", help="apply a plan the expiry safety check refuses")
     verbosity = p.add_mutually_exclusive_group()
@@ -49,11 +92,64 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    log_mod.setup(1 if args.verbose else -1 if args.quiet else 0)
+def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return _main(args)
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an IP address: {value!r} (give one IPv4 or IPv6 address, e.g. 203.0.113.7)"
+        ) from None
+
+
+def _actions(value: str) -> frozenset[str]:
+    from reconcile.plan import Action  # only when --action is given: plan pulls in dateutil
+
+    known = [str(action) for action in Action]
+    names = _names(value)
+    unknown = sorted(names - set(known))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown action {', '.join(map(repr, unknown)) or repr(value)} (choose from {', '.join(known)})"
+        )
+    return names
+
+
+def _jails(value: str) -> frozenset[str]:
+    names = _names(value)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no jail name in {value!r}")
+    return names
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
+def selection(args: argparse.Namespace) -> Selection:
+    """The --action / --jail filters as the renderer's value (repeats and comma lists together)."""
+    from reconcile.plan import Action
+    from reconcile.render import Selection
+
+    return Selection(
+        actions=frozenset(Action(name) for names in args.actions or () for name in names),
+        jails=frozenset().union(*(args.jails or ())),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.actions or args.jails) and not args.report:
+        p.error("--action and --jail filter the plan of --report: add --report")
+    log_mod.setup(1 if args.verbose else -1 if args.quiet else 0)
+    code: int | None = None
+    try:
+        code = _main(args)
+        # Inside the try: buffered output reaches a closed pipe here at the latest, not at interpreter exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone(code)
     except ReconcileError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -70,10 +166,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def _reader_gone(code: int | None) -> int:
+    """stdout's reader has gone (`reconcile --report | head`): stop quietly, with the command's own code.
+
+    The reader choosing to read less is no failure of the run, and a run that applied changes must still
+    tell `set -o pipefail`, cron and systemd how it went (4, 1, ...). Only when the output broke off before
+    the command had finished is its outcome unknown: then 1, as Python's own guidance does.
+    """
+    _stdout_to_devnull()
+    return EXIT_FAILURE if code is None else code
+
+
+def _stdout_to_devnull() -> None:
+    # Later writes, and the interpreter's own flush at exit, must not fail again (that would print
+    # "Exception ignored ... BrokenPipeError" and exit 120): stdout now goes nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _print(text: str) -> None:
+    """print() to stdout that survives a reader which has gone: the run goes on (metrics, summary line)."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
 def _main(args: argparse.Namespace) -> int:
+    # Imported only now, so that --version and --help stay fast; every command needs the credentials.
+    from reconcile import credentials
+
     config = config_mod.load(args.config)
     creds = credentials.load(config)
     log_mod.redact([s for s in (creds.token, creds.key) if s])
+    fmt = args.format or "table"
+    if args.check:
+        from reconcile import check
+
+        return check.main(config, creds, fmt)
+    if args.explain is not None:
+        from reconcile import explain
+
+        return explain.main(config, creds, args.explain, fmt)
+    from reconcile import lock, metrics
+    from reconcile.run import Options
+
     options = Options(report=args.report, force=args.force)
     if args.report:
         return _finish(_execute(config, creds, options), args, config)
@@ -87,19 +228,25 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _execute(config: Config, creds: Credentials, options: Options) -> Outcome:
+    from reconcile import render
+    from reconcile.run import Outcome, execute
+
     started = time.monotonic()
     try:
         return execute(config, creds, options)
     except ReconcileError as exc:
         # Still an outcome: the metrics file must say that this run failed, and when.
-        return Outcome(exc.exit_code, error=exc, stats=render.Stats(0, time.monotonic() - started))
+        return Outcome(datetime.now(UTC), error=exc, stats=render.Stats(0, time.monotonic() - started))
 
 
 def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
+    from reconcile import render
+
     plan = outcome.plan
     fmt = args.format or ("table" if args.report else None)
+    shown = selection(args)
     if plan is not None and fmt == "json":
-        print(
+        _print(
             render.to_json(
                 plan,
                 outcome.now,
@@ -107,10 +254,12 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
                 unsafe=outcome.unsafe,
                 applied=outcome.applied,
                 host_id=config.host_id,
+                selection=shown,
+                names=outcome.names,
             )
         )
     elif plan is not None and fmt == "table":
-        print(render.table(plan, outcome.now, outcome.applied))
+        _print(render.table(plan, outcome.now, outcome.applied, selection=shown, names=outcome.names))
     if not args.force:
         for reason in outcome.unsafe:
             log.error("%s", reason)
@@ -120,7 +269,7 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
         log.log(level, "%s", outcome.error)
     if not args.quiet:
         if plan is not None:
-            log.info("%s", render.summary(plan, outcome.stats, outcome.applied))
+            log.info("%s", render.summary(plan, outcome.stats, outcome.applied, refused=outcome.refused))
         else:
             log.info("no changes made: %s", render.summary_without_plan(outcome.stats))
     return outcome.exit_code

@@ -73,3 +73,15 @@ class UnsafePlan(ReconcileError):
     """The plan would expire too large a share of the managed rules (needs --force)."""
 
     exit_code = EXIT_UNSAFE
+
+
+class LockStuck(ReconcileError):
+    """The run lock has been held for longer than any run takes: not "another run", a failure (exit 1).
+
+    Carries the holder's pid and since when it holds the lock, as the holder recorded them.
+    """
+
+    def __init__(self, message: str, *, pid: int | None, since: str) -> None:
+        self.pid = pid
+        self.since = since
+        super().__init__(message)

@@ -11,11 +11,21 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from datetime import tzinfo
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 from dateutil import tz as dateutil_tz
 
-from reconcile.bans import parse_banip_with_time, parse_jail_list
+from reconcile import bans as bans_mod
+from reconcile import fail2ban_db
+from reconcile.bans import (
+    DbBan,
+    JailTimes,
+    parse_banip_with_time,
+    parse_dbfile,
+    parse_jail_list,
+    parse_jail_times,
+)
 from reconcile.errors import Fail2banError
 from reconcile.model import BanEntry, Fail2banState
 
@@ -107,11 +117,32 @@ def _failure(what: str, returncode: int, stdout: str, stderr: str) -> str:
     return f"{what}: exit {returncode}: {first}"
 
 
+# After a (re)start fail2ban restores its bans asynchronously (fail2ban-facts §9): how long a run waits for
+# the bans its database holds as current, and how often it looks again meanwhile (DESIGN §6).
+RESTORE_WAIT = 10.0
+RESTORE_POLL = 0.25
+
+
+def zone(name: str) -> tzinfo:
+    """`[fail2ban] timezone`: an IANA zone, or "" for this machine's zone."""
+    return ZoneInfo(name) if name else dateutil_tz.tzlocal()
+
+
 def read_state(
-    command: Sequence[str], jails: Sequence[str], timeout: float, tz: tzinfo | None = None
+    command: Sequence[str],
+    jails: Sequence[str],
+    timeout: float,
+    tz: tzinfo | None = None,
+    *,
+    restore_wait: float = RESTORE_WAIT,
+    restore_poll: float = RESTORE_POLL,
 ) -> Fail2banState:
-    """Every ban of every jail (or of the configured `jails`), with times converted from fail2ban's zone."""
-    zone = tz if tz is not None else dateutil_tz.tzlocal()
+    """Every ban of every jail (or of the configured `jails`), with times converted from fail2ban's zone.
+
+    fail2ban's database, when readable, is a witness: bans it holds as current that the server does not
+    show yet are waited for (up to `restore_wait` s), and its epochs check the zone `tz`.
+    """
+    zone_ = tz if tz is not None else dateutil_tz.tzlocal()
     try:
         available = parse_jail_list(run_client(command, ["status"], timeout))
     except ValueError as exc:
@@ -132,15 +163,127 @@ def read_state(
         selected = tuple(dict.fromkeys(jails))
     else:
         selected = available
-    entries: list[BanEntry] = []
-    for jail in selected:
-        args = ["get", jail, "banip", "--with-time"]
-        output = run_client(command, args, timeout)
-        try:
-            entries += parse_banip_with_time(jail, output, zone)
-        except ValueError as exc:
-            raise Fail2banError(_unparseable(args, exc)) from None
+    by_jail = {jail: _read_jail(command, jail, timeout, zone_) for jail in selected}
+    # the database after the server: a ban added in between is then in both, not a restore to wait for
+    stored = _stored_bans(command, timeout)
+    if stored is not None:
+        by_jail = _await_restore(command, timeout, zone_, by_jail, stored, restore_wait, restore_poll)
+    entries = [entry for jail in selected for entry in by_jail[jail]]
+    if stored is not None:
+        entries = _checked_zone(entries, stored, zone_)
     return Fail2banState(jails=selected, entries=tuple(entries))
+
+
+def _read_jail(command: Sequence[str], jail: str, timeout: float, tz: tzinfo) -> list[BanEntry]:
+    args = ["get", jail, "banip", "--with-time"]
+    output = run_client(command, args, timeout)
+    try:
+        return parse_banip_with_time(jail, output, tz)
+    except ValueError as exc:
+        raise Fail2banError(_unparseable(args, exc)) from None
+
+
+def _stored_bans(command: Sequence[str], timeout: float) -> tuple[DbBan, ...] | None:
+    """The current bans of fail2ban's database; None (and a debug line) when there is no usable one."""
+    try:
+        path = parse_dbfile(run_client(command, ["get", "dbfile"], timeout))
+    except ValueError as exc:
+        log.debug("%s: no restore or time zone check", _unparseable(["get", "dbfile"], exc))
+        return None
+    if path is None:
+        log.debug("fail2ban keeps no database file: no restore or time zone check")
+        return None
+    return fail2ban_db.current_bans(path, time.time())
+
+
+def _await_restore(
+    command: Sequence[str],
+    timeout: float,
+    tz: tzinfo,
+    by_jail: dict[str, list[BanEntry]],
+    stored: tuple[DbBan, ...],
+    wait: float,
+    poll: float,
+) -> dict[str, list[BanEntry]]:
+    """Re-read the jails whose stored bans the server does not show yet, until it does or `wait` is over.
+
+    Only bans fail2ban will restore are waited for (bans.will_restore). Every re-read replaces that jail's
+    entries; a failed one fails the run as any read does. What is still missing at the end is not banned.
+    """
+    started = time.monotonic()
+    missing = bans_mod.not_shown(stored, _shown(by_jail), by_jail)
+    if not missing:
+        return by_jail
+    times = {jail: _jail_times(command, jail, timeout) for jail in sorted({b.jail for b in missing})}
+
+    def awaited() -> list[DbBan]:
+        now = time.time()
+        pending = bans_mod.not_shown(stored, _shown(by_jail), by_jail)
+        return [b for b in pending if b.jail in times and bans_mod.will_restore(b, times[b.jail], now)]
+
+    pending = awaited()
+    if not pending:
+        log.debug(
+            "fail2ban database: %d stored ban(s) not shown that fail2ban will not restore", len(missing)
+        )
+        return by_jail
+    first = len(pending)
+    log.info("fail2ban is restoring bans: %d stored ban(s) not shown yet, waiting up to %g s", first, wait)
+    by_jail = dict(by_jail)
+    while pending and time.monotonic() - started < wait:
+        time.sleep(min(poll, max(0.0, wait - (time.monotonic() - started))))
+        for jail in sorted({b.jail for b in pending}):
+            by_jail[jail] = _read_jail(command, jail, timeout, tz)
+        pending = awaited()
+    waited = time.monotonic() - started
+    if pending:
+        log.warning(
+            "fail2ban has not restored %d of %d stored ban(s) after %.1f s: treating them as not banned",
+            len(pending),
+            first,
+            waited,
+        )
+    else:
+        log.info("fail2ban restored the %d stored ban(s) in %.1f s", first, waited)
+    return by_jail
+
+
+def _shown(by_jail: dict[str, list[BanEntry]]) -> set[tuple[str, str]]:
+    return {(e.jail, e.value) for entries in by_jail.values() for e in entries}
+
+
+def _jail_times(command: Sequence[str], jail: str, timeout: float) -> JailTimes:
+    answers = [run_client(command, ["get", jail, prop], timeout) for prop in _TIME_PROPERTIES]
+    try:
+        return parse_jail_times(*answers)
+    except ValueError as exc:
+        raise Fail2banError(_unparseable(["get", jail, "bantime"], exc)) from None
+
+
+_TIME_PROPERTIES = ("bantime", "bantime.increment", "bantime.maxtime")
+
+
+def _checked_zone(entries: list[BanEntry], stored: tuple[DbBan, ...], tz: tzinfo) -> list[BanEntry]:
+    check = bans_mod.check_zone(entries, stored, tz)
+    if check.misread:
+        implied = " or ".join(bans_mod.format_offset(o) for o in check.offsets)
+        log.warning(
+            "fail2ban's times are not in %s: its database implies %s (%d of %d compared bans);"
+            " using the database's times. Set [fail2ban] timezone to fail2ban-server's zone",
+            _zone_name(tz),
+            implied,
+            check.misread,
+            check.compared,
+        )
+    return list(check.entries)
+
+
+def _zone_name(tz: tzinfo) -> str:
+    if isinstance(tz, ZoneInfo):
+        return f"[fail2ban] timezone {tz.key}"
+    if isinstance(tz, dateutil_tz.tzlocal):
+        return f"this machine's zone ({datetime.now(tz).tzname()})"
+    return f"the zone {datetime.now(tz).tzname()}"
 
 
 def _unparseable(args: Sequence[str], exc: ValueError) -> str:

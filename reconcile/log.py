@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 # sd-daemon(3) priority prefixes: journald stores the line at this level and strips the prefix.
@@ -43,14 +44,29 @@ class _Redact(logging.Filter):
         return True
 
 
+def is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `stream` is connected to the journal: systemd.exec(5) says to compare $JOURNAL_STREAM
+    ("device:inode") with the stream's fstat. A child that inherited the variable but writes to a file,
+    a pipe or a terminal is not the journal, and must not print "<6>" prefixes there."""
+    match = re.fullmatch(r"([0-9]+):([0-9]+)", environ.get("JOURNAL_STREAM", ""))
+    if not match:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor (StringIO), closed, or None
+        return False
+    return (st.st_dev, st.st_ino) == (int(match.group(1)), int(match.group(2)))
+
+
 def setup(verbosity: int, stream: TextIO | None = None, journald: bool | None = None) -> logging.Logger:
     """verbosity -1: warnings and errors; 0: also each change and the summary; 1: also every API request."""
+    stream = stream or sys.stderr
     if journald is None:
-        journald = bool(os.environ.get("JOURNAL_STREAM"))
+        journald = is_journal(stream)
     logger = logging.getLogger("reconcile")
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(_Formatter(journald))
     logger.addHandler(handler)
     logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))

@@ -27,10 +27,11 @@ from reconcile.run import Outcome
 
 log = logging.getLogger(__name__)
 
-# Always present, 0 when empty, so a series does not vanish between runs; other owners ("host web2")
-# appear when seen.
-OWNERS = ("ours", "legacy", "unknown", "untagged")
+# Always present, 0 when empty, so a series does not vanish between runs (Owner.label's values): "ours"
+# when this host is in the rule's host set, "others" when only other hosts are.
+OWNERS = ("ours", "others", "legacy", "unknown", "untagged", "allow")
 FILE_MODE = 0o644
+ASN_RESULTS = ("ok", "partial", "failed", "skipped")
 
 
 class _Families:
@@ -70,14 +71,14 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     plan = outcome.plan
     if plan is not None:
         rules = {(owner,): 0 for owner in OWNERS}
-        rules.update(Counter((c.owner,) for c in plan.changes if c.rule is not None))
+        rules.update(Counter((c.owner.label(config.host_id),) for c in plan.changes if c.owner is not None))
         planned = {(str(action),): count for action, count in plan.counts().items()}
         if outcome.applied is not None:
             applied = {(str(a), str(r)): outcome.applied.count(r, a) for a in WRITE_ORDER for r in Result}
             pending = outcome.applied.count(Result.PENDING) + outcome.applied.count(Result.FAILED)
         else:
             pending = len(plan.writes())  # planned, never applied: refused as unsafe (or a --report)
-    return [
+    families = [
         _labelled(
             "reconcile_info",
             "Version and host id of the reconciler",
@@ -122,6 +123,25 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             pending,
         ),
     ]
+    found = outcome.enrichment
+    if found is not None:
+        families.append(
+            _labelled(
+                "reconcile_asn_lookups_total",
+                "The last run's ASN lookup, by result (1 for the result it had)",
+                ["result"],
+                {(result,): int(found.result == result) for result in ASN_RESULTS},
+            )
+        )
+        if found.hit_ratio is not None:
+            families.append(
+                _gauge(
+                    "reconcile_asn_cache_hit_ratio",
+                    "Share of the last run's addresses to enrich that the ASN cache answered",
+                    found.hit_ratio,
+                )
+            )
+    return families
 
 
 def render(outcome: Outcome, config: Config, now: datetime) -> str:

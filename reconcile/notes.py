@@ -1,7 +1,8 @@
 """Rule notes: the lease a rule carries (DESIGN §4). Pure: no IO, no clock.
 
-Written:
-  `Blocked by fail2ban jail=sshd,recidive host=web1 since=2026-11-21T10:00:00Z until=2026-11-22T10:00:00Z`
+Written (one line; optional `asn=AS24940 cc=DE` at the end):
+  `Blocked by fail2ban jail=sshd,recidive host=web1,web2 since=2026-11-21T10:00:00Z
+  until=2026-11-22T10:00:00Z`. Several hosts and versions read this format back.
 Adopted from the older per-ban scripts: `Blocked by fail2ban on 11/21/26 14:03:07 (ASN: AS13335)`,
 `Fail2Ban sshd`, `Fail2ban`.
 """
@@ -9,7 +10,7 @@ Adopted from the older per-ban scripts: `Blocked by fail2ban on 11/21/26 14:03:0
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
@@ -26,6 +27,8 @@ _LEGACY_DATED = re.compile(
     r"^blocked by fail2ban on (\d\d/\d\d/\d\d \d\d:\d\d:\d\d)(?: \(ASN: ?([^)]*)\))?\s*$", re.IGNORECASE
 )
 _LEGACY_JAIL = re.compile(r"^fail2ban(?: (\S+))?\s*$", re.IGNORECASE)
+_ASN = re.compile(r"(?i)(?:AS)?(\d{1,10})")
+_CC = re.compile(r"[A-Za-z]{2}")
 # Characters that would break the space/comma/equals structure of a note are replaced in written values.
 _UNSAFE = re.compile(r"[\s,=]")
 
@@ -38,12 +41,27 @@ class NoteKind(StrEnum):
 
 @dataclass(frozen=True)
 class Note:
+    """What a rule's notes say. `hosts` is the sorted host set; `until` None with kind LEASE: permanent."""
+
     kind: NoteKind
     jails: tuple[str, ...] = ()
-    host: str | None = None
+    hosts: tuple[str, ...] = ()
     since: datetime | None = None
-    until: datetime | None = None  # None with kind LEASE means permanent
+    until: datetime | None = None
     asn: str | None = None
+    cc: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a write puts into a rule's notes (the planner's decision, before formatting)."""
+
+    jails: tuple[str, ...]
+    hosts: tuple[str, ...]
+    since: datetime
+    until: datetime | None
+    asn: str | None = None
+    cc: str | None = None
 
 
 def format_time(moment: datetime) -> str:
@@ -64,19 +82,45 @@ def _clean(value: str) -> str:
     return _UNSAFE.sub("_", value) or "_"
 
 
-def format_note(tag: str, jails: Sequence[str], host: str, since: datetime, until: datetime | None) -> str:
-    """The note for a rule we own; within MAX_NOTES characters whatever the jail list."""
-    fields = (
-        f" host={_clean(host)} since={format_time(since)} until={format_time(until) if until else PERMANENT}"
+def normal_asn(text: str | None) -> str | None:
+    """`AS13335` for `13335`, `as13335` or `AS13335`; None for anything else (`NA`, empty)."""
+    match = _ASN.fullmatch(text.strip()) if text else None
+    return f"AS{match.group(1)}" if match else None
+
+
+def normal_cc(text: str | None) -> str | None:
+    return text.upper() if text and _CC.fullmatch(text) else None
+
+
+def host_set(hosts: Iterable[str]) -> tuple[str, ...]:
+    """The canonical host set: cleaned, unique, sorted."""
+    return tuple(sorted({_clean(h) for h in hosts}))
+
+
+def format_note(tag: str, lease: Lease) -> str | None:
+    """The note for `lease`, within MAX_NOTES characters; None when even its host set does not fit.
+
+    Jails are cut first (with a `+N` count of those left out), then the optional fields; the host set is
+    never cut, since a host missing from it would let another host delete a block it still needs.
+    """
+    fixed = (
+        f" host={','.join(host_set(lease.hosts))} since={format_time(lease.since)}"
+        f" until={format_time(lease.until) if lease.until else PERMANENT}"
     )
-    names = [_clean(j) for j in jails]
-    room = MAX_NOTES - len(tag) - len(" jail=") - len(fields)
-    shown = ",".join(names)
-    # A pathological jail list is cut, with a count of what was left out, so the note stays valid.
-    while len(shown) > room and names:
-        names.pop()
-        shown = ",".join([*names, f"+{len(jails) - len(names)}"])
-    return f"{tag} jail={shown}{fields}"[:MAX_NOTES]
+    asn = normal_asn(lease.asn)
+    optional = (f" asn={asn}" + (f" cc={cc}" if (cc := normal_cc(lease.cc)) else "")) if asn else ""
+    names = [_clean(j) for j in lease.jails]
+    for extra in (optional, ""):
+        room = MAX_NOTES - len(tag) - len(" jail=") - len(fixed) - len(extra)
+        shown = ",".join(names)
+        kept = list(names)
+        # A pathological jail list is cut, with a count of what was left out, so the note stays valid.
+        while len(shown) > room and kept:
+            kept.pop()
+            shown = ",".join([*kept, f"+{len(names) - len(kept)}"])
+        if len(shown) <= room:
+            return f"{tag} jail={shown}{fixed}{extra}"
+    return None
 
 
 def parse_note(notes: str, tag: str) -> Note | None:
@@ -96,7 +140,8 @@ def parse_note(notes: str, tag: str) -> Note | None:
         if not sep or not key:
             return Note(NoteKind.UNKNOWN)
         fields.setdefault(key, value)
-    if "host" not in fields or "until" not in fields:
+    hosts = tuple(h for h in fields.get("host", "").split(",") if h)
+    if not hosts or "until" not in fields:
         return Note(NoteKind.UNKNOWN)
     try:
         until = None if fields["until"] == PERMANENT else parse_time(fields["until"])
@@ -104,8 +149,15 @@ def parse_note(notes: str, tag: str) -> Note | None:
     except ValueError:
         return Note(NoteKind.UNKNOWN)
     jails = tuple(j for j in fields.get("jail", "").split(",") if j)
+    asn = normal_asn(fields.get("asn"))
     return Note(
-        NoteKind.LEASE, jails=jails, host=fields["host"], since=since, until=until, asn=fields.get("asn")
+        NoteKind.LEASE,
+        jails=jails,
+        hosts=tuple(sorted(set(hosts))),
+        since=since,
+        until=until,
+        asn=asn,
+        cc=normal_cc(fields.get("cc")) if asn else None,
     )
 
 
@@ -117,7 +169,7 @@ def _parse_legacy(text: str) -> Note | None:
         except ValueError:
             return Note(NoteKind.UNKNOWN)
         since = local.replace(tzinfo=LEGACY_TZ).astimezone(UTC)
-        return Note(NoteKind.LEGACY, since=since, asn=(dated.group(2) or None))
+        return Note(NoteKind.LEGACY, since=since, asn=normal_asn(dated.group(2)))
     named = _LEGACY_JAIL.match(text)
     if named:
         jail = named.group(1)

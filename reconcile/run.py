@@ -7,29 +7,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from reconcile import asn, fail2ban, ranges
 from reconcile import bans as bans_mod
-from reconcile import fail2ban
 from reconcile.apply import Applied, Result, apply
+from reconcile.asn import Enrichment
 from reconcile.cloudflare import Client, IncompleteListing
 from reconcile.config import Config
 from reconcile.credentials import Credentials
-from reconcile.errors import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNSAFE,
-    BudgetExhausted,
-    RateLimited,
-    ReconcileError,
-)
-from reconcile.model import Fail2banState, RuleListing, Scope
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
+from reconcile.model import Ban, Fail2banState, RuleListing, Scope
 from reconcile.pacing import Pacer
-from reconcile.plan import Plan, Policy, make_plan
+from reconcile.plan import Plan, Policy, make_plan, with_networks
 from reconcile.render import Stats
 from reconcile.safety import unsafe_reasons
 
@@ -42,18 +35,44 @@ class Options:
     force: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    """Everything a run learned and did, for the renderers, the metrics and the exit code."""
+    """Everything a run learned and did, for the renderers, the metrics and the exit code. Built once."""
 
-    exit_code: int
+    now: datetime
     state: Fail2banState | None = None
     plan: Plan | None = None
-    applied: Applied | None = None
-    unsafe: list[str] = field(default_factory=list)
-    error: ReconcileError | None = None
+    applied: Applied | None = None  # None: nothing was applied (a report, a refusal, an error)
+    unsafe: tuple[str, ...] = ()
+    error: ReconcileError | None = None  # what stopped the run before or instead of applying
     stats: Stats = field(default_factory=lambda: Stats(0, 0.0))
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    forced: bool = False
+    enrichment: Enrichment | None = None  # the run's AS lookup, when [enrich] asn is on
+    names: Mapping[str, str] = field(default_factory=dict)  # AS number -> AS name, for the report
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.unsafe) and not self.forced
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self)
+
+
+def exit_code(outcome: Outcome) -> int:
+    """The documented exit code of a run (DESIGN §7), from what it did; pure."""
+    if outcome.error is not None:
+        return outcome.error.exit_code
+    plan, applied = outcome.plan, outcome.applied
+    if plan is None:
+        return EXIT_OK
+    if outcome.refused:
+        return EXIT_UNSAFE
+    if plan.incomplete or (applied is not None and applied.count(Result.FAILED)):
+        return EXIT_FAILURE
+    if applied is not None and applied.stopped is not None:
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def scopes_of(config: Config) -> list[Scope]:
@@ -69,7 +88,44 @@ def policy_of(config: Config) -> Policy:
         mode=config.mode,
         allowlist=config.allowlist,
         max_rule_age=config.max_rule_age,
+        cloudflare_ranges=ranges.ALL if config.skip_cloudflare_ranges else (),
     )
+
+
+def warn_misconfiguration(bans: Sequence[Ban]) -> None:
+    """One loud warning per run when fail2ban bans Cloudflare or loopback: the web server is misconfigured."""
+    examples: dict[str, str] = {}
+    for ban in bans:
+        if ranges.is_misconfiguration(ban.ip):
+            for jail in ban.jails:
+                examples.setdefault(jail, ban.ip.compressed)
+    if examples:
+        log.warning("%s", ranges.misconfiguration_warning(examples))
+
+
+def enrich(
+    config: Config, plan: Plan, now: datetime, pacer: Pacer
+) -> tuple[Plan, Enrichment, dict[str, str]]:
+    """The plan with the origin AS of every address about to be written, looked up in bulk (DESIGN §10).
+
+    Bounded by [enrich] timeout and what is left of the run's time limit; a failed lookup only means
+    rules without `asn`, never a delay past that or a different exit code.
+    """
+    wanted = [c.ip for c in plan.writes() if c.ip is not None and c.lease is not None]
+    found = asn.enrich(
+        wanted,
+        host=config.whois_host,
+        port=config.whois_port,
+        timeout=min(config.enrich_timeout, pacer.remaining()),
+        cache_file=config.asn_cache_file,
+        ttl=config.asn_cache_ttl,
+        now=now,
+    )
+    if found.warning:
+        log.warning("%s", found.warning)
+    known = {ip: (info.asn, info.cc) for ip, info in found.infos.items() if info.asn is not None}
+    names = {info.asn: info.name for info in found.infos.values() if info.asn and info.name}
+    return with_networks(plan, known, config.tag), found, names
 
 
 def make_client(config: Config, credentials: Credentials, pacer: Pacer, **options: Any) -> Client:
@@ -113,15 +169,20 @@ def execute(
     # Created first, so the run's time limit covers the fail2ban read too.
     pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
-    state = fail2ban.read_state(config.fail2ban_command, config.jails, config.fail2ban_timeout)
+    state = fail2ban.read_state(
+        config.fail2ban_command,
+        config.jails,
+        config.fail2ban_timeout,
+        fail2ban.zone(config.fail2ban_timezone),
+    )
     bans, invalid = bans_mod.merge(state.entries)
     for entry in invalid:
         log.warning("skipping %r banned in %s: not a single IP address", entry.value, entry.jail)
     log.debug(
         "fail2ban: %d jails, %d entries, %d distinct IPs", len(state.jails), len(state.entries), len(bans)
     )
+    warn_misconfiguration(bans)
 
-    outcome = Outcome(EXIT_OK, state=state)
     with client_factory(config, credentials, pacer) as client:
 
         def stats() -> Stats:
@@ -129,35 +190,27 @@ def execute(
 
         try:
             listings = [list_scope(client, scope) for scope in scopes_of(config)]
-        except (RateLimited, BudgetExhausted) as exc:
-            # Without a full picture nothing is planned: the next run starts over.
-            outcome.exit_code, outcome.error, outcome.stats = exc.exit_code, exc, stats()
-            return outcome
-        outcome.now = clock()
-        plan = make_plan(bans, invalid, listings, policy_of(config), outcome.now)
-        outcome.plan = plan
-        for change in plan.changes:
-            log.debug(
-                "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
+            now = clock()
+            plan = make_plan(bans, invalid, listings, policy_of(config), now)
+            enrichment: Enrichment | None = None
+            names: dict[str, str] = {}
+            if config.enrich_asn:
+                plan, enrichment, names = enrich(config, plan, now, pacer)
+            for change in plan.changes:
+                log.debug(
+                    "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
+                )
+            unsafe = tuple(unsafe_reasons(plan, config.max_expire_fraction))
+            outcome = Outcome(
+                now, state, plan, unsafe=unsafe, forced=options.force, enrichment=enrichment, names=names
             )
-        outcome.unsafe = unsafe_reasons(plan, config.max_expire_fraction)
-        incomplete = EXIT_FAILURE if plan.incomplete else EXIT_OK
-
-        if options.report:
-            outcome.exit_code = EXIT_UNSAFE if outcome.unsafe and not options.force else incomplete
-            outcome.stats = stats()
-            return outcome
-        if outcome.unsafe and not options.force:
-            outcome.exit_code, outcome.stats = EXIT_UNSAFE, stats()
-            return outcome
-        if outcome.unsafe:
-            log.warning("--force: %s", "; ".join(outcome.unsafe))
-
-        applied = apply(plan, client, config.mode)
-        outcome.applied = applied
-        outcome.stats = stats()
-        if applied.count(Result.FAILED) or plan.incomplete:
-            outcome.exit_code = EXIT_FAILURE
-        elif applied.stopped is not None:
-            outcome.exit_code, outcome.error = EXIT_PARTIAL, applied.stopped
-        return outcome
+            if options.report or outcome.refused:
+                return replace(outcome, stats=stats())
+            if unsafe:
+                log.warning("--force: %s", "; ".join(unsafe))
+            applied = apply(plan, client, config.mode)
+            return replace(outcome, applied=applied, stats=stats())
+        except ReconcileError as exc:
+            # Without a full picture nothing is planned, and the next run starts over; the outcome still
+            # says how many requests this one made.
+            return Outcome(clock(), state, error=exc, stats=stats())

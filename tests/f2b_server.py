@@ -30,7 +30,7 @@ syslogsocket = auto
 socket = {run}/fail2ban.sock
 pidfile = {run}/fail2ban.pid
 allowipv6 = auto
-dbfile = {run}/fail2ban.sqlite3
+dbfile = {dbfile}
 dbpurgeage = 1d
 """
 
@@ -92,13 +92,17 @@ CLIENT_TIMEOUT = 60.0
 class F2B:
     """One private fail2ban-server and the paths around it."""
 
-    def __init__(self, base: Path, *, server_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, base: Path, *, server_env: Mapping[str, str] | None = None, dbfile: str | None = None
+    ) -> None:
         self.base = base
         self.conf = base / "conf"
         self.run = base / "run"
         self.log = base / "log"
         self.sock = self.run / "fail2ban.sock"
         self.server_out = base / "server.out"
+        # fail2ban's `dbfile`: a path (default run/fail2ban.sqlite3), "None" or ":memory:"
+        self.dbfile = dbfile if dbfile is not None else str(self.run / "fail2ban.sqlite3")
         self.command = ["fail2ban-client", "-c", str(self.conf)]
         self.server_env = dict(server_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,7 +113,7 @@ class F2B:
         # every logpath must exist before the server reads the config (pitfall 1)
         for name in ("auth.log", "nginx-error.log", "recidive.log"):
             (self.log / name).touch()
-        (self.conf / "fail2ban.conf").write_text(FAIL2BAN_CONF.format(run=self.run))
+        (self.conf / "fail2ban.conf").write_text(FAIL2BAN_CONF.format(run=self.run, dbfile=self.dbfile))
         (self.conf / "action.d" / "noop.conf").write_text(NOOP_ACTION)
         (self.conf / "jail.conf").write_text(JAIL_CONF.format(log=self.log))
 
@@ -207,11 +211,11 @@ def require_fail2ban() -> None:
 
 
 @contextmanager
-def running_f2b(*, server_env: Mapping[str, str] | None = None) -> Iterator[F2B]:
+def running_f2b(*, server_env: Mapping[str, str] | None = None, dbfile: str | None = None) -> Iterator[F2B]:
     """A started private server (e.g. server_env={"TZ": "Asia/Tokyo"}); stopped and removed on exit."""
     require_fail2ban()
     base = Path(tempfile.mkdtemp(prefix="f2b-", dir="/tmp"))
-    srv = F2B(base, server_env=server_env)
+    srv = F2B(base, server_env=server_env, dbfile=dbfile)
     try:
         srv.write_config()
         srv.start()

@@ -64,17 +64,18 @@ def renew(ip: str, *, banned: bool = True, rule_id: str = GONE_ID) -> Change:
         Action.RENEW,
         ip,
         "lease changed",
-        ZONE,
-        ban(ip) if banned else None,
-        listed(ip, rule_id),
-        "ours",
-        notes,
-        ("sshd",),
+        scope=ZONE,
+        ban=ban(ip) if banned else None,
+        rule=listed(ip, rule_id),
+        notes=notes,
+        jails=("sshd",),
     )
 
 
 def add(ip: str) -> Change:
-    return Change(Action.ADD, ip, "banned in sshd", ZONE, ban(ip), None, "", f"{TAG} jail=sshd", ("sshd",))
+    return Change(
+        Action.ADD, ip, "banned in sshd", scope=ZONE, ban=ban(ip), notes=f"{TAG} jail=sshd", jails=("sshd",)
+    )
 
 
 def results(plan: Plan, writer: FakeWriter) -> list[Result]:

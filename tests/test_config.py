@@ -1,6 +1,7 @@
 """Configuration and credentials: good files load, every bad one names its file and key (exit 2)."""
 
 import os
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from reconcile import config, credentials
 from reconcile.errors import ConfigError
+from tests.harness import RECONCILE, toml_value
 
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 ACCOUNT = "01a7362d577a6c3019a474fd6f485823"
@@ -203,3 +205,340 @@ def test_empty_token_file(tmp_path):
     token_file = secret_file(tmp_path, "API_TOKEN", "  ")
     with pytest.raises(ConfigError, match="empty"):
         credentials.load(cfg_with(tmp_path, f'api_token_file = "{token_file}"\n'), {})
+
+
+# --- issue 7 item 8: config errors that crashed (exit 1) are exit 2 naming the key, at load time ------
+
+BASE = f'[cloudflare]\nzone_ids = ["{ZONE}"]\n'
+
+# Every timeout, the pace, the time limit, the retries and the budget: nan, inf and absurd values.
+NUMERIC_KEYS = [
+    ("fail2ban", "timeout", "at most 120 seconds"),
+    ("cloudflare", "timeout", "at most 120 seconds"),
+    ("enrich", "timeout", "at most 120 seconds"),
+    ("run", "max_seconds", "at most 300 seconds"),
+    ("cloudflare", "requests_per_minute", "at most 60000 per minute"),
+    ("cloudflare", "max_requests_per_run", "at most 10000 requests"),
+    ("cloudflare", "retries", "at most 10 retries"),
+]
+
+
+def with_key(section: str, key: str, value: str) -> str:
+    if section == "cloudflare":
+        return f"{BASE}{key} = {value}\n"
+    return f"{BASE}[{section}]\n{key} = {value}\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "+inf", "-inf", "-nan"])
+@pytest.mark.parametrize(("section", "key", "bound"), NUMERIC_KEYS)
+def test_nan_and_inf_are_refused_naming_the_key(tmp_path, section, key, bound, value):
+    path = write(tmp_path, with_key(section, key, value))
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert exc.value.exit_code == 2
+    assert f"{path}: [{section}] {key}: must be a finite number, not " in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["1e300", "99999999999999999999999999999", "100000"])
+@pytest.mark.parametrize(("section", "key", "bound"), NUMERIC_KEYS)
+def test_absurd_values_are_refused_naming_the_key_and_the_bound(tmp_path, section, key, bound, value):
+    path = write(tmp_path, with_key(section, key, value))
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert f"{path}: [{section}] {key}:" in str(exc.value)
+    if "e" not in value:  # a float for an integer key is refused for its type first
+        assert bound in str(exc.value)
+
+
+@pytest.mark.parametrize(("section", "key", "bound"), NUMERIC_KEYS)
+def test_values_at_the_bound_are_accepted(tmp_path, section, key, bound):
+    limit = bound.split()[2]
+    cfg = config.load(write(tmp_path, with_key(section, key, limit)))
+    assert float(limit) in {
+        cfg.fail2ban_timeout,
+        cfg.http_timeout,
+        cfg.enrich_timeout,
+        cfg.max_seconds,
+        cfg.requests_per_minute,
+        cfg.max_requests_per_run,
+        cfg.retries,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (
+            f'{BASE}[policy]\nmax_rule_age = "99999999999999w"\n',
+            "[policy] max_rule_age: '99999999999999w' is too",
+        ),
+        (f'{BASE}[policy]\nmax_rule_age = "3651d"\n', "at most 3650d"),
+        (f'{BASE}[policy]\nmax_rule_age = "0"\n', "[policy] max_rule_age: must be longer than zero"),
+        (f'{BASE}[policy]\nmax_rule_age = "\u0667d"\n', "[policy] max_rule_age: not a duration"),  # Arabic 7
+        (
+            '[cloudflare]\nzone_ids = ["023e105f4ecef8ad9ca31a8372d0c353\\n"]\n',
+            "[cloudflare] zone_ids: '023e",
+        ),
+        ('[cloudflare]\naccount_id = "01a7362d577a6c3019a474fd6f485823\\n"\n', "[cloudflare] account_id"),
+        (f'{BASE}[policy]\nhost_id = "web1\\n"\n', "[policy] host_id: 'web1\\n'"),
+        (f'{BASE}[run]\nlock_file = ""\n', "[run] lock_file: must be the path of a file"),
+        (f'{BASE}[run]\nlock_file = "/run/x\\u0000y"\n', "[run] lock_file: must be the path of a file"),
+    ],
+)
+def test_more_bad_values_name_file_and_key(tmp_path, text, names):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert exc.value.exit_code == 2
+    assert str(path) in str(exc.value) and names in str(exc.value)
+
+
+def test_max_rule_age_up_to_ten_years(tmp_path):
+    cfg = config.load(write(tmp_path, f'{BASE}[policy]\nmax_rule_age = "520w"\n'))
+    assert cfg.max_rule_age == timedelta(weeks=520)
+
+
+def test_config_path_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        config.load(tmp_path)
+    assert exc.value.exit_code == 2
+    assert f"{tmp_path}: is a directory; --config must name the configuration file" in str(exc.value)
+
+
+def test_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "reconcile.toml"
+    path.write_bytes(BASE.encode() + b'tag = "Blocked by fail2ban \xe9t\xe9"\n')  # Latin-1
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert exc.value.exit_code == 2
+    assert f"{path}: not UTF-8 text (byte 0xe9 at offset" in str(exc.value)
+
+
+def test_zone_id_file_that_is_not_utf8(tmp_path):
+    zone_file = tmp_path / "ZONE_ID"
+    zone_file.write_bytes(b"\xff\xfe" + ZONE.encode("utf-16-le"))
+    path = write(tmp_path, f'[cloudflare]\nzone_id_file = "{zone_file}"\n')
+    with pytest.raises(ConfigError, match=r"\[cloudflare\] zone_id_file: .* is not UTF-8"):
+        config.load(path)
+
+
+def test_a_fifo_as_config_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "reconcile.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config.load(fifo)
+
+
+# --- issue 7 item 6: the config names what root runs: nobody else may write it ---------------------
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o646, 0o664, 0o620, 0o602, 0o660])
+def test_config_file_writable_by_group_or_others_is_refused(tmp_path, mode):
+    path = write(tmp_path, BASE)
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    message = str(exc.value)
+    assert exc.value.exit_code == 2
+    assert message.startswith(f"{path}: ") and f"mode {mode:04o}" in message
+    assert f"chmod go-w {path}" in message
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o400, 0o444])
+def test_config_file_only_its_owner_can_write_is_accepted(tmp_path, mode):
+    path = write(tmp_path, BASE)
+    path.chmod(mode)
+    assert config.load(path).zone_ids == (ZONE,)
+
+
+def test_config_file_of_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file away")
+    path = write(tmp_path, BASE)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match=f"{path}: the configuration file is owned by uid 65534"):
+        config.load(path)
+
+
+def test_a_symlinked_config_is_judged_by_its_target(tmp_path):
+    target = write(tmp_path, BASE)
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    assert config.load(link).zone_ids == (ZONE,)
+    target.chmod(0o666)
+    with pytest.raises(ConfigError, match="mode 0666"):
+        config.load(link)
+
+
+# --- new keys: [policy] skip_cloudflare_ranges and [enrich] (DESIGN §7) -----------------------------
+
+
+def test_new_keys_defaults(tmp_path):
+    cfg = config.load(write(tmp_path, BASE))
+    assert cfg.skip_cloudflare_ranges is True
+    assert cfg.enrich_asn is False
+    assert (cfg.whois_host, cfg.whois_port) == ("whois.cymru.com", 43)
+    assert cfg.enrich_timeout == 10.0
+    assert cfg.asn_cache_file == Path("/var/cache/reconcile/asn.json")
+    assert cfg.asn_cache_ttl == timedelta(days=7)
+    assert cfg.lock_file == Path("/run/reconcile/lock")
+
+
+def test_new_keys_set(tmp_path):
+    cfg = config.load(
+        write(
+            tmp_path,
+            f"""{BASE}[policy]
+skip_cloudflare_ranges = false
+[enrich]
+asn = true
+whois_server = "127.0.0.1:4343"
+timeout = 2.5
+cache_file = "{tmp_path}/asn.json"
+cache_ttl = "12h"
+""",
+        )
+    )
+    assert cfg.skip_cloudflare_ranges is False and cfg.enrich_asn is True
+    assert (cfg.whois_host, cfg.whois_port) == ("127.0.0.1", 4343)
+    assert cfg.enrich_timeout == 2.5
+    assert cfg.asn_cache_file == tmp_path / "asn.json"
+    assert cfg.asn_cache_ttl == timedelta(hours=12)
+
+
+@pytest.mark.parametrize(
+    ("server", "host", "port"),
+    [
+        ("whois.cymru.com:43", "whois.cymru.com", 43),
+        ("whois.cymru.com", "whois.cymru.com", 43),
+        ("whois.example.net.:4343", "whois.example.net.", 4343),
+        ("127.0.0.1:4343", "127.0.0.1", 4343),
+        ("127.0.0.1", "127.0.0.1", 43),
+        ("[::1]:43", "::1", 43),
+        ("[2001:db8::5]:65535", "2001:db8::5", 65535),
+        ("[::1]", "::1", 43),
+        ("::1", "::1", 43),
+    ],
+)
+def test_whois_server_forms(tmp_path, server, host, port):
+    cfg = config.load(write(tmp_path, f'{BASE}[enrich]\nwhois_server = "{server}"\n'))
+    assert (cfg.whois_host, cfg.whois_port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "",
+        "whois.cymru.com:",
+        "whois.cymru.com:0",
+        "whois.cymru.com:65536",
+        "whois.cymru.com:http",
+        "whois.cymru.com:43\\n",
+        "whois cymru.com",
+        "-whois.cymru.com",
+        "999.1.1.1",
+        "[::1]:",
+        "[whois.cymru.com]:43",
+        "1.2.3.4:43:43",
+        "::1:43x",
+        "http://whois.cymru.com",
+    ],
+)
+def test_bad_whois_server_names_the_key(tmp_path, server):
+    path = write(tmp_path, f'{BASE}[enrich]\nwhois_server = "{server}"\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert f"{path}: [enrich] whois_server: " in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (
+            f'{BASE}[policy]\nskip_cloudflare_ranges = "yes"\n',
+            "[policy] skip_cloudflare_ranges: must be true or",
+        ),
+        (f"{BASE}[policy]\nskip_cloudflare_ranges = 1\n", "[policy] skip_cloudflare_ranges: must be true or"),
+        (f"{BASE}[enrich]\nasn = 0\n", "[enrich] asn: must be true or false"),
+        (f'{BASE}[enrich]\nasn = "false"\n', "[enrich] asn: must be true or false"),
+        (f"{BASE}[enrich]\ntimeout = 0\n", "[enrich] timeout: must be greater than zero"),
+        (f"{BASE}[enrich]\ntimeout = nan\n", "[enrich] timeout: must be a finite number"),
+        (f'{BASE}[enrich]\ncache_file = ""\n', "[enrich] cache_file: must be the path of a file"),
+        (f'{BASE}[enrich]\ncache_ttl = "0d"\n', "[enrich] cache_ttl: must be longer than zero"),
+        (f'{BASE}[enrich]\ncache_ttl = ""\n', "[enrich] cache_ttl: not a duration"),
+        (f'{BASE}[enrich]\ncache_ttl = "1 week"\n', "[enrich] cache_ttl: not a duration"),
+        (f'{BASE}[enrich]\ncache_ttl = "99999999999999w"\n', "[enrich] cache_ttl: '99999999999999w' is too"),
+        (f'{BASE}[enrich]\nwhois = "x"\n', "unknown key [enrich] whois"),
+    ],
+)
+def test_bad_new_keys_name_file_and_key(tmp_path, text, names):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert exc.value.exit_code == 2
+    assert str(path) in str(exc.value) and names in str(exc.value)
+
+
+# --- through the installed command: exit 2, naming the file, before fail2ban is read -----------------
+
+
+def command_config(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
+    """A config whose fail2ban command records that it ran: a config error must stop the run before."""
+    marker = tmp_path / "fail2ban-ran"
+    token = secret_file(tmp_path, "API_TOKEN", TOKEN)
+    command = ["/bin/sh", "-c", f'echo "$@" >> {marker}; exit 1', "fail2ban-client"]
+    path = write(
+        tmp_path,
+        f"[fail2ban]\ncommand = {toml_value(command)}\n"
+        f'[cloudflare]\nzone_ids = ["{ZONE}"]\napi_token_file = "{token}"\n'
+        f'api_base_url = "http://127.0.0.1:9/client/v4"\n'
+        f'[run]\nlock_file = "{tmp_path}/lock"\n{extra}',
+    )
+    return path, marker
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "CREDENTIALS_", "JOURNAL_"))
+    }
+    return subprocess.run(
+        [str(RECONCILE), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_command_refuses_a_config_of_mode_0666(tmp_path):
+    path, marker = command_config(tmp_path)
+    assert run_command("--config", str(path)).returncode == 1  # sane file: it runs, fail2ban "fails"
+    assert marker.exists()
+    marker.unlink()
+    path.chmod(0o666)
+    result = run_command("--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: the configuration file has mode 0666" in result.stderr
+    assert f"chmod go-w {path}" in result.stderr and "internal error" not in result.stderr
+    assert not marker.exists()  # checked before fail2ban was read
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ('[policy]\nmax_rule_age = "99999999999999w"\n', "[policy] max_rule_age"),
+        ("[enrich]\ntimeout = inf\n", "[enrich] timeout"),
+        ('[policy]\nhost_id = "web1\\n"\n', "[policy] host_id"),
+    ],
+)
+def test_command_config_errors_are_exit_2_before_fail2ban(tmp_path, extra, names):
+    path, marker = command_config(tmp_path, extra)
+    result = run_command("--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert str(path) in result.stderr and names in result.stderr and "internal error" not in result.stderr
+    assert not marker.exists()
+
+
+def test_command_config_directory_and_not_utf8(tmp_path):
+    result = run_command("--config", str(tmp_path))
+    assert result.returncode == 2 and "is a directory" in result.stderr, result.stderr
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"# r\xe9glages\n")
+    result = run_command("--config", str(path))
+    assert result.returncode == 2 and "not UTF-8" in result.stderr, result.stderr

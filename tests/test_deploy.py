@@ -36,9 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile import __version__, credentials, metrics, run
 from reconcile import config as config_mod
 from reconcile.credentials import Credentials
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNSAFE, Fail2banError
+from reconcile.errors import EXIT_OK, EXIT_UNSAFE, Fail2banError
 from reconcile.model import BanEntry, Fail2banState
-from reconcile.notes import format_note
+from reconcile.notes import Lease, format_note
 from reconcile.render import Stats
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B, require_fail2ban
@@ -116,7 +116,8 @@ def build_wheel(src: Path, out: Path) -> Path:
     init = (src / "reconcile" / "__init__.py").read_text()
     version = re.search(r'__version__ = "([^"]+)"', init)
     assert version is not None
-    dist = f"{project['name']}-{version.group(1)}"
+    # Wheel file and dist-info names use the normalised distribution name (PEP 427: `-` becomes `_`).
+    dist = f"{re.sub(r'[-_.]+', '_', project['name'])}-{version.group(1)}"
     files = {f"reconcile/{p.name}": p.read_bytes() for p in sorted((src / "reconcile").glob("*.py"))}
     metadata = [f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {version.group(1)}"]
     metadata += [f"Requires-Dist: {dep}" for dep in project["dependencies"]]
@@ -268,6 +269,9 @@ def test_install_lays_out_every_file(installed: Path) -> None:
         "cloudflare-reconcile.local.example"
     ]
     assert stat.S_IMODE((installed / "etc/cloudflare").stat().st_mode) == 0o700
+    # [enrich] cache_file's directory for cron runs; the lock's (/run is a tmpfs) is made by the command.
+    assert stat.S_IMODE((installed / "var/cache/reconcile").stat().st_mode) == 0o700
+    assert not (installed / "run").exists()
     assert not (installed / "etc/cloudflare/API_TOKEN").exists()  # the secret is the operator's to write
 
     link = in_root(installed, COMMAND)
@@ -383,6 +387,9 @@ def test_units_pass_systemd_analyze_verify(installed: Path) -> None:
         ("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
         (f"ExecStart={COMMAND}", "ExecStart=/usr/local/bin/reconcil"),
         ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "RestrictAddressFamilies=AF_UNIX AF_INTE"),
+        ("RuntimeDirectory=reconcile", "RuntimeDirectory=/run/reconcile"),
+        ("RuntimeDirectoryMode=0700", "RuntimeDirectoryMode=0o700"),
+        ("CacheDirectory=reconcile", "CacheDirectory=../reconcile"),
     ],
 )
 def test_verify_catches_a_broken_unit(tmp_path: Path, directive: str, broken: str) -> None:
@@ -432,8 +439,16 @@ def test_service_matches_the_code() -> None:
         f"{credentials.TOKEN_CREDENTIAL}:{config_mod.DEFAULTS['cloudflare']['api_token_file']}"
     ]
     writable = {path.lstrip("-") for value in service["ReadWritePaths"] for path in value.split()}
-    assert str(Path(config_mod.DEFAULTS["run"]["lock_file"]).parent) in writable
     assert "/var/lib/node_exporter" in writable
+    assert "/run/lock" not in writable  # world-writable (1777): any user could hold the lock (issue 7)
+    # The lock's directory is the unit's RuntimeDirectory, root-only, kept between runs (a cron-started run
+    # may hold the lock inside while the service stops); the ASN cache's is its CacheDirectory.
+    lock_dir = Path(config_mod.DEFAULTS["run"]["lock_file"]).parent
+    assert lock_dir == Path("/run") / service["RuntimeDirectory"][0]
+    assert service["RuntimeDirectoryMode"] == ["0700"] and service["RuntimeDirectoryPreserve"] == ["yes"]
+    cache_dir = Path(config_mod.DEFAULTS["enrich"]["cache_file"]).parent
+    assert cache_dir == Path("/var/cache") / service["CacheDirectory"][0]
+    assert service["CacheDirectoryMode"] == ["0700"]
     timeout = int(service["TimeoutStartSec"][0])
     assert (
         config_mod.DEFAULTS["run"]["max_seconds"] < timeout <= 2 * config_mod.DEFAULTS["run"]["max_seconds"]
@@ -538,7 +553,11 @@ def test_example_loads_and_validates(tmp_path: Path) -> None:
     loaded = config_mod.load(path)
     assert loaded.zone_ids == (ZONE_ID,)
     assert loaded.max_seconds == 100 and loaded.metrics_textfile is None
-    assert loaded.lock_file == Path("/run/lock/cloudflare-reconcile.lock")
+    assert loaded.lock_file == Path("/run/reconcile/lock")
+    assert loaded.skip_cloudflare_ranges is True and loaded.enrich_asn is False
+    assert (loaded.whois_host, loaded.whois_port, loaded.enrich_timeout) == ("whois.cymru.com", 43, 10)
+    assert loaded.asn_cache_file == Path("/var/cache/reconcile/asn.json")
+    assert loaded.asn_cache_ttl == timedelta(days=7)
 
 
 # ----------------------------------------------------------------------------------------- fail2ban
@@ -667,7 +686,9 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
     now = datetime.now(UTC).replace(microsecond=0)
     cf.add_rule("zone", ZONE_ID, "ip", "5.6.7.8", notes="Fail2Ban sshd")  # legacy: adopted (renewed)
     cf.add_rule("zone", ZONE_ID, "ip", "9.9.9.9", notes="")  # untagged: the create is a duplicate
-    lease = format_note("Blocked by fail2ban", ["sshd"], "web2", now, now + timedelta(hours=1))
+    lease = (
+        format_note("Blocked by fail2ban", Lease(("sshd",), ("web2",), now, now + timedelta(hours=1))) or ""
+    )
     cf.add_rule("zone", ZONE_ID, "ip", "8.8.4.4", notes=lease)  # another host's live lease: kept
     config = run_config(f2b, cf, tmp_path)
     outcome = run.execute(config, Credentials(token=TOKEN), run.Options())
@@ -690,8 +711,9 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
         (("jail", "sshd"),): 2,
     }
     assert got["reconcile_rules"] == {
-        (("owner", "host web2"),): 1,
+        (("owner", "allow"),): 0,
         (("owner", "legacy"),): 1,
+        (("owner", "others"),): 1,
         (("owner", "ours"),): 0,
         (("owner", "unknown"),): 0,
         (("owner", "untagged"),): 0,
@@ -716,7 +738,7 @@ def test_metrics_of_a_refused_plan(f2b: F2B, cf: CloudflareEmulator, tmp_path: P
             ZONE_ID,
             "ip",
             f"1.2.3.{n + 1}",
-            notes=format_note("Blocked by fail2ban", ["sshd"], "web1", since, None),
+            notes=format_note("Blocked by fail2ban", Lease(("sshd",), ("web1",), since, None)) or "",
         )
     config = run_config(f2b, cf, tmp_path)
     outcome = run.execute(config, Credentials(token=TOKEN), run.Options())
@@ -731,7 +753,9 @@ def test_metrics_of_a_refused_plan(f2b: F2B, cf: CloudflareEmulator, tmp_path: P
 
 def test_metrics_without_a_plan(tmp_path: Path) -> None:
     config = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    outcome = run.Outcome(EXIT_FAILURE, error=Fail2banError("fail2ban is not running"), stats=Stats(0, 0.25))
+    outcome = run.Outcome(
+        datetime.now(UTC), error=Fail2banError("fail2ban is not running"), stats=Stats(0, 0.25)
+    )
     moment = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
     text = metrics.render(outcome, config, moment)
     got = families_of(text)
@@ -748,7 +772,7 @@ def test_metrics_escape_label_values(tmp_path: Path) -> None:
     start = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
     state = Fail2banState((odd, "sshd"), (BanEntry(odd, "1.2.3.4", start, None),))
     config = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    text = metrics.render(run.Outcome(EXIT_OK, state=state), config, start)
+    text = metrics.render(run.Outcome(start, state=state), config, start)
     assert families_of(text)["reconcile_bans"] == {(("jail", odd),): 1, (("jail", "sshd"),): 0}
     assert 'jail="we\\"ird\\\\jail\\nname"' in text
 
@@ -822,12 +846,14 @@ def test_publish_warns_instead_of_failing(tmp_path: Path) -> None:
     logger = logging.getLogger("reconcile.metrics")
     logger.addHandler(handler)
     try:
-        metrics.publish(run.Outcome(EXIT_OK), config)
+        metrics.publish(run.Outcome(datetime.now(UTC)), config)
     finally:
         logger.removeHandler(handler)
     assert [(r.levelno, r.getMessage()) for r in records] == [
         (logging.WARNING, f"metrics: cannot write {textfile}: No such file or directory")
     ]
     unset = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
-    metrics.publish(run.Outcome(EXIT_OK), unset)  # no textfile configured: nothing written, nothing logged
+    metrics.publish(
+        run.Outcome(datetime.now(UTC)), unset
+    )  # no textfile configured: nothing written, nothing logged
     assert len(records) == 1 and list(tmp_path.iterdir()) == []

@@ -54,7 +54,7 @@ def test_initial_sync_then_a_second_run_writes_nothing(harness: Harness):
     }
     assert all(r["mode"] == "block" for r in rules.values())
     merged = lease(rules[TWO_JAILS])
-    assert merged.jails == ("nginx-limit-req", "sshd") and merged.host == "web1"
+    assert merged.jails == ("nginx-limit-req", "sshd") and merged.hosts == ("web1",)
     assert lease(rules[PERMANENT]).until is None
     assert lease(rules[V4]).until is not None
     sent = [w.body["configuration"]["value"] for w in harness.cf.writes() if w.method == "POST"]
@@ -116,17 +116,20 @@ def test_untagged_rules_and_other_hosts_live_rules_are_never_touched(harness: Ha
     result = harness.run()
     assert result.returncode == 0, result.stderr
     after = harness.rules()
+    joined = seeded.pop(2)  # another host's live lease of an address banned here: this host joins it
     for rule in seeded:
         value = rule["configuration"]["value"]
         assert after[value] == rule, f"{value} was modified"
     touched = {w.path.rsplit("/", 1)[1] for w in harness.cf.writes() if w.method in ("PATCH", "DELETE")}
     assert touched.isdisjoint({r["id"] for r in seeded})
+    assert lease(after[other_live_banned]).hosts == ("web1", "web2")
+    assert after[other_live_banned]["id"] == joined["id"]
     # The banned IP under an untagged rule is seen in the listing (DESIGN §3): foreign, and no create.
     assert [w for w in harness.cf.writes() if w.method == "POST"] == []
     assert "1 foreign" in result.stderr
 
     report = harness.run("--report")
-    assert "another host's lease" in report.stdout and "unknown format" in report.stdout
+    assert "web2's lease, until" in report.stdout and "unknown format" in report.stdout
 
 
 def test_fail2ban_down_aborts_before_any_request(harness: Harness):
@@ -186,7 +189,7 @@ def test_report_changes_nothing_and_shows_the_plan(harness: Harness):
         "jails",
         "banned since",
         "ban ends",
-        "Cloudflare rule (id / age / owner)",
+        "Cloudflare rule (id / age / hosts)",
         "planned action",
     ):
         assert header in report.stdout
@@ -212,7 +215,7 @@ def test_legacy_rules_are_adopted_and_rewritten(harness: Harness):
     assert result.returncode == 0, result.stderr
     rules = harness.rules()
     assert set(rules) == {V4}
-    assert lease(rules[V4]).host == "web1"
+    assert lease(rules[V4]).hosts == ("web1",)
     assert [w.method for w in harness.cf.writes()] == ["PATCH", "DELETE"]
 
 
@@ -357,7 +360,7 @@ def test_a_create_whose_answer_was_lost_is_reported_as_added(harness: Harness):
     assert [(r.method, r.status) for r in harness.cf.requests] == [("GET", 200), ("POST", 0), ("POST", 400)]
     assert "1 added" in result.stderr and "0 foreign" in result.stderr
     assert "already covered by a foreign rule" not in result.stderr and "duplicate" not in result.stderr
-    assert lease(harness.rules()[V4]).host == "web1"
+    assert lease(harness.rules()[V4]).hosts == ("web1",)
     harness.cf.clear_log()
     assert harness.run().returncode == 0 and harness.cf.writes() == []
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +23,7 @@ from reconcile.model import BanEntry
 from tests.f2b_server import F2B, JAILS, require_fail2ban, running_f2b
 
 TIMEOUT = 30.0
+WRAPPER = Path(__file__).with_name("f2b_restore_wrapper.py")
 
 
 def now() -> datetime:
@@ -202,9 +207,10 @@ def test_permission_denied(f2b: F2B) -> None:
 
 
 @pytest.mark.fail2ban
-def test_server_in_another_time_zone() -> None:
-    # pitfall 4: the server prints wall time in its own zone; read_state must be told that zone
-    with running_f2b(server_env={"TZ": "Asia/Tokyo"}) as srv:
+def test_server_in_another_time_zone_without_a_database() -> None:
+    # pitfall 4: the server prints wall time in its own zone; with no database to check, read_state must
+    # be told that zone
+    with running_f2b(server_env={"TZ": "Asia/Tokyo"}, dbfile="None") as srv:
         before = now().replace(microsecond=0)
         srv.ban("sshd", "198.18.0.5")
         after = now()
@@ -213,6 +219,173 @@ def test_server_in_another_time_zone() -> None:
     assert before <= right.start <= after
     assert right.end == right.start + timedelta(hours=1)
     assert wrong.start - right.start == timedelta(hours=9)
+
+
+@pytest.mark.fail2ban
+def test_server_in_another_time_zone_is_detected_from_its_database(caplog: pytest.LogCaptureFixture) -> None:
+    with running_f2b(server_env={"TZ": "America/Los_Angeles"}) as srv:
+        srv.ban("sshd", "45.155.205.5", "45.155.205.6")
+        right = read_state(srv.command, ["sshd"], TIMEOUT, tz=ZoneInfo("America/Los_Angeles")).entries
+        assert "not in" not in caplog.text
+        detected = read_state(srv.command, ["sshd"], TIMEOUT, tz=UTC).entries
+    assert detected == right  # not 8 hours early: the 1 h bans are live
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.fullmatch(
+        r"fail2ban's times are not in the zone UTC: its database implies UTC-0[78]:00"
+        r" \(2 of 2 compared bans\); using the database's times\."
+        r" Set \[fail2ban\] timezone to fail2ban-server's zone",
+        warning.getMessage(),
+    )
+
+
+# --- the restore witness ------------------------------------------------------------------------------------
+
+
+@pytest.mark.fail2ban
+def test_a_read_right_after_a_restart_has_every_ban(f2b: F2B, caplog: pytest.LogCaptureFixture) -> None:
+    # a real restart: with 7,000 bans the read usually lands mid-restore (the hiding wrapper below makes
+    # that window deterministic); whichever it hits, every ban is read
+    caplog.set_level(logging.INFO, logger="reconcile.fail2ban")
+    ips = [f"45.{i // 250}.{i % 250}.1" for i in range(6000)]
+    f2b.ban("sshd", *ips)
+    f2b.ban("recidive", *ips[:1000])
+    f2b.stop()
+    f2b.start()  # returns once `status` shows the jails: the restore is still under way
+    started = time.monotonic()
+    state = read_state(f2b.command, [], TIMEOUT)
+    took = time.monotonic() - started
+    shown = {(e.jail, e.value) for e in state.entries}
+    assert shown == {("sshd", ip) for ip in ips} | {("recidive", ip) for ip in ips[:1000]}
+    assert took < 10
+    assert "not restored" not in caplog.text
+    print(
+        "restore wait:",
+        [r.getMessage() for r in caplog.records if "restor" in r.getMessage()],
+        f"{took:.2f} s",
+    )
+
+
+def hiding(srv: F2B, tmp_path: Path, hide: list[str], calls: int) -> tuple[list[str], Path]:
+    """tests/f2b_restore_wrapper.py as the command: `hide` left out of each jail's first `calls` listings."""
+    control = tmp_path / "restore.json"
+    control.write_text(json.dumps({"command": srv.command, "hide": hide, "calls": calls, "seen": {}}))
+    return [sys.executable, str(WRAPPER), str(control)], control
+
+
+@pytest.mark.fail2ban
+def test_hidden_bans_are_waited_for_until_shown(
+    f2b: F2B, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconcile.fail2ban")
+    f2b.ban("sshd", "45.155.205.1", "45.155.205.2", "45.155.205.3")
+    command, control = hiding(f2b, tmp_path, ["45.155.205.2", "45.155.205.3"], calls=2)
+    state = read_state(command, ["sshd"], TIMEOUT)
+    assert sorted(e.value for e in state.entries) == ["45.155.205.1", "45.155.205.2", "45.155.205.3"]
+    assert json.loads(control.read_text())["seen"] == {"sshd": 3}
+    assert "fail2ban is restoring bans: 2 stored ban(s) not shown yet, waiting up to 10 s" in caplog.text
+    assert "fail2ban restored the 2 stored ban(s) in" in caplog.text
+
+
+@pytest.mark.fail2ban
+def test_bans_still_hidden_after_the_wait_are_not_banned(
+    f2b: F2B, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f2b.ban("sshd", "45.155.205.1", "45.155.205.2")
+    f2b.ban("manual", "45.155.205.9")
+    command, control = hiding(f2b, tmp_path, ["45.155.205.2", "45.155.205.9"], calls=10**6)
+    started = time.monotonic()
+    state = read_state(command, [], TIMEOUT, restore_wait=1.5, restore_poll=0.2)
+    took = time.monotonic() - started
+    assert sorted(e.value for e in state.entries) == ["45.155.205.1"]  # the rest of the read is kept
+    assert 1.5 <= took < 8
+    seen = json.loads(control.read_text())["seen"]
+    assert seen["sshd"] >= 3 and seen["manual"] >= 3 and seen["recidive"] == 1  # only those re-read
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.fullmatch(
+        r"fail2ban has not restored 2 of 2 stored ban\(s\) after 1\.\d s: treating them as not banned",
+        warning.getMessage(),
+    )
+
+
+@pytest.mark.fail2ban
+def test_without_a_database_nothing_is_waited_for(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconcile.fail2ban")
+    with running_f2b(dbfile="None") as srv:
+        srv.ban("sshd", "45.155.205.1", "45.155.205.2")
+        command, _ = hiding(srv, tmp_path, ["45.155.205.2"], calls=10**6)
+        state = read_state(command, ["sshd"], TIMEOUT, restore_wait=30)
+    assert [e.value for e in state.entries] == ["45.155.205.1"]  # as before the witness existed
+    assert "fail2ban keeps no database file: no restore or time zone check" in caplog.text
+
+
+def scripted_client(tmp_path: Path, db: Path | None, failing_reread: bool = False) -> list[str]:
+    """A fake fail2ban-client: one jail, sshd, with 45.155.205.1 shown; `get dbfile` names `db`."""
+    calls = tmp_path / "calls"
+    calls.write_text("0")
+    dbfile = "Database currently disabled" if db is None else f"Current database file is:\n`- {db}"
+    body = (
+        "import pathlib, sys\n"
+        f"calls = pathlib.Path({str(calls)!r})\n"
+        "args = sys.argv[1:]\n"
+        "if args == ['status']:\n"
+        "    print('Status\\n|- Number of jail:\\t1\\n`- Jail list:\\tsshd')\n"
+        "elif args == ['get', 'dbfile']:\n"
+        f"    print({dbfile!r})\n"
+        "elif args[2:] == ['banip', '--with-time']:\n"
+        "    n = int(calls.read_text()) + 1\n"
+        "    calls.write_text(str(n))\n"
+        f"    if n > 1 and {failing_reread!r}:\n"
+        "        print('Sorry but the jail \\'sshd\\' does not exist'); sys.exit(255)\n"
+        "    print('45.155.205.1 \\t2026-11-21 04:47:38 + -1 = 9999-12-31 23:59:59')\n"
+        "elif args[2] == 'bantime':\n"
+        "    print(-1)\n"
+        "else:\n"
+        "    print('None')\n"
+    )
+    return fake_client(body)
+
+
+def witness_db(path: Path) -> Path:
+    """A database holding two permanent sshd bans (fail2ban's schema, the columns a witness reads)."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE bips(ip TEXT, jail TEXT, timeofban INTEGER, bantime INTEGER)")
+        db.executemany(
+            "INSERT INTO bips VALUES (?, 'sshd', 1795236458, -1)", [("45.155.205.1",), ("45.155.205.2",)]
+        )
+    return path
+
+
+def test_a_failed_read_during_the_wait_fails_the_run(tmp_path: Path) -> None:
+    command = scripted_client(tmp_path, witness_db(tmp_path / "f2b.sqlite3"), failing_reread=True)
+    with pytest.raises(
+        Fail2banError, match=r"get sshd banip --with-time: fail2ban jail 'sshd' does not exist"
+    ):
+        read_state(command, [], TIMEOUT, restore_wait=5, restore_poll=0.05)
+
+
+@pytest.mark.parametrize("db", ["missing", "junk", "disabled"])
+def test_no_usable_database_reads_as_before(
+    tmp_path: Path, db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconcile.fail2ban")
+    path = tmp_path / "f2b.sqlite3"
+    if db == "junk":
+        path.write_text("not sqlite at all\n" * 50)
+    command = scripted_client(tmp_path, None if db == "disabled" else path)
+    started = time.monotonic()
+    state = read_state(command, [], TIMEOUT, restore_wait=30)
+    assert time.monotonic() - started < 10
+    assert [e.value for e in state.entries] == ["45.155.205.1"]
+    assert "no restore or time zone check" in caplog.text
+
+
+def test_a_scripted_restore_is_waited_for_then_given_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    command = scripted_client(tmp_path, witness_db(tmp_path / "f2b.sqlite3"))
+    state = read_state(command, [], TIMEOUT, restore_wait=0.5, restore_poll=0.1)
+    assert [e.value for e in state.entries] == ["45.155.205.1"]  # never emptied by the wait
+    assert "fail2ban has not restored 1 of 1 stored ban(s)" in caplog.text
 
 
 def test_fixture_leaves_nothing_behind() -> None:

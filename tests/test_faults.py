@@ -58,7 +58,7 @@ ADD = ("45.155.205.11", "45.155.205.12", "2a06:4880:1::11")  # banned, no rule: 
 RENEW_LEGACY = "45.155.205.21"  # banned, an older script's rule: adopt (renew)
 RENEW_STALE = "45.155.205.22"  # banned, our rule with a stale lease: renew
 FOREIGN = "45.155.205.31"  # banned, an untagged rule covers it: foreign, no request
-OTHER_BANNED = "45.155.205.41"  # banned, another host's live lease covers it: keep
+OTHER_BANNED = "45.155.205.41"  # banned, another host's live lease covers it: joined
 BANNED = (*ADD, RENEW_LEGACY, RENEW_STALE, FOREIGN, OTHER_BANNED)
 EXPIRE = ("2a06:4880:1::63", "45.155.205.61", "45.155.205.62")  # our rules, not banned: expire
 
@@ -140,7 +140,7 @@ def seed(h: Harness, per_page: int = PER_PAGE) -> World:
     add("renew_legacy", RENEW_LEGACY, "Fail2Ban sshd")
     add("other_1", "45.155.206.1", lease("web2"))
     add("other_2", "45.155.206.2", lease("web2"))
-    add("other_banned", OTHER_BANNED, lease("web2"))
+    add("join_other", OTHER_BANNED, lease("web2"))
     first = ipaddress.ip_address("46.0.0.1")
     for i in range(per_page - PER_PAGE):
         add(f"other_filler_{i}", str(first + i), lease("web2"))
@@ -182,13 +182,16 @@ def check_converged(world: World) -> None:
     """Exactly the desired state: untouchables as seeded, one lease of ours per banned IP, nothing else."""
     by_value = {r["configuration"]["value"]: r for r in world.cf.rules("zone", ZONE_ID)}
     expected = {world.seeded[n]["configuration"]["value"] for n in world.untouchable}
-    expected |= {*ADD, RENEW_LEGACY, RENEW_STALE}
+    expected |= {*ADD, RENEW_LEGACY, RENEW_STALE, OTHER_BANNED}
     assert set(by_value) == expected
+    joined = parse_note(by_value[OTHER_BANNED]["notes"], TAG)
+    assert joined is not None and joined.hosts == ("web1", "web2")
+    assert by_value[OTHER_BANNED]["id"] == world.seeded["join_other"]["id"]
     for value in (*ADD, RENEW_LEGACY, RENEW_STALE):
         rule = by_value[value]
         note = parse_note(rule["notes"], TAG)
         assert note is not None and note.kind is NoteKind.LEASE, rule["notes"]
-        assert (note.host, note.jails, rule["mode"]) == ("web1", (JAIL,), "block")
+        assert (note.hosts, note.jails, rule["mode"]) == (("web1",), (JAIL,), "block")
         assert note.until is not None and note.since is not None and note.until > note.since
     # Renewals rewrite the rule in place: Cloudflare refuses a second rule for the same IP anyway.
     assert by_value[RENEW_LEGACY]["id"] == world.seeded["renew_legacy"]["id"]
@@ -221,6 +224,8 @@ def run_in_process(world: World) -> Ran:
     if raised is not None:
         return Ran(raised.exit_code, f"{said}\n{raised}")
     assert outcome is not None
+    if outcome.error is not None:
+        said += f"\n{outcome.error}"  # what the CLI logs of an error the run stopped on
     return Ran(outcome.exit_code, said, outcome)
 
 
@@ -298,10 +303,10 @@ def fault_case(world: World, kind: str, step: str, variant: str, real: bool) -> 
     if not listing_failed:
         # Said by apply's log line and the command's summary; check_outcome counts it in process.
         assert ": duplicate" not in ran.said and "already covered by a foreign rule" not in ran.said
-    if ran.outcome is not None:
+    if ran.outcome is not None and ran.outcome.plan is not None:
         check_outcome(ran.outcome, step, absorbed, listing_failed)
     else:
-        assert no_listing or real, f"execute raised: {ran.said}"
+        assert no_listing or real, f"the run stopped before planning: {ran.said}"
     faulted = faulted_request(world.cf, step)
     if absorbed:
         assert f"retrying {faulted.method} {faulted.path}" in ran.said
@@ -354,9 +359,9 @@ def faulted_request(cf: CloudflareEmulator, step: str) -> RequestRecord:
 # --- 429, budget, deadline ------------------------------------------------------------------------------
 
 # Requests before the step in a clean run of the command: 1 listing page (of 1000), then 3 creates (the
-# foreign address costs none), 2 renewals, 3 expiries. The emulator's limit is set so that the step's
-# request is the first one over it.
-BEFORE_429 = {"first page": 0, "create": 1, "renew": 4, "delete": 6}
+# foreign address costs none), 3 renewals (2 renews, 1 join), 3 expiries. The emulator's limit is set so
+# that the step's request is the first one over it.
+BEFORE_429 = {"first page": 0, "create": 1, "renew": 4, "delete": 7}
 
 
 def next_window(cf: CloudflareEmulator) -> None:

@@ -252,7 +252,7 @@ class ReconcileModel(RuleBasedStateMachine):
         for ip, jails in ours.items():
             note = parse_note(by_value[ip]["notes"], TAG)
             assert note is not None and note.kind is NoteKind.LEASE, by_value[ip]["notes"]
-            assert note.host == "web1" and set(note.jails) == jails and note.until is not None
+            assert note.hosts == ("web1",) and set(note.jails) == jails and note.until is not None
             assert by_value[ip]["mode"] == "block"
 
     def settle(self) -> None:

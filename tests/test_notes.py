@@ -6,14 +6,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.notes import MAX_NOTES, NoteKind, format_note, parse_note
+from reconcile.notes import MAX_NOTES, Lease, NoteKind, format_note, parse_note
 
 TAG = "Blocked by fail2ban"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
+def note_of(jails, hosts, since, until, **optional) -> str:
+    hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts)
+    note = format_note(TAG, Lease(tuple(jails), hosts, since, until, **optional))
+    assert note is not None
+    return note
+
+
 def test_format_is_the_documented_one():
-    note = format_note(TAG, ["sshd", "recidive"], "web1", T0, T0 + timedelta(days=1))
+    note = note_of(["sshd", "recidive"], "web1", T0, T0 + timedelta(days=1))
     assert note == (
         "Blocked by fail2ban jail=sshd,recidive host=web1 "
         "since=2026-11-21T10:00:00Z until=2026-11-22T10:00:00Z"
@@ -21,12 +28,15 @@ def test_format_is_the_documented_one():
 
 
 def test_permanent_ban_and_round_trip():
-    note = format_note(TAG, ["manual"], "web1", T0, None)
+    note = note_of(["manual"], "web1", T0, None)
     assert note.endswith("until=permanent")
     parsed = parse_note(note, TAG)
     assert parsed is not None and parsed.kind is NoteKind.LEASE
     assert (
-        parsed.until is None and parsed.since == T0 and parsed.jails == ("manual",) and parsed.host == "web1"
+        parsed.until is None
+        and parsed.since == T0
+        and parsed.jails == ("manual",)
+        and parsed.hosts == ("web1",)
     )
 
 
@@ -37,7 +47,7 @@ def test_unknown_fields_are_ignored_and_tag_is_case_insensitive():
         TAG,
     )
     assert parsed is not None and parsed.kind is NoteKind.LEASE
-    assert parsed.host == "web2" and parsed.asn == "AS13335"
+    assert parsed.hosts == ("web2",) and parsed.asn == "AS13335"
     assert parsed.until == T0 + timedelta(hours=1)
 
 
@@ -89,7 +99,7 @@ def test_untagged_notes_are_not_ours(notes):
 
 def test_note_stays_within_500_characters_whatever_the_jails():
     jails = [f"jail-with-a-long-name-{i}" for i in range(60)]
-    note = format_note(TAG, jails, "web1", T0, None)
+    note = note_of(jails, "web1", T0, None)
     assert len(note) <= MAX_NOTES
     parsed = parse_note(note, TAG)
     assert parsed is not None and parsed.kind is NoteKind.LEASE and parsed.until is None
@@ -98,7 +108,7 @@ def test_note_stays_within_500_characters_whatever_the_jails():
 
 
 def test_characters_that_would_break_the_grammar_are_replaced():
-    note = format_note(TAG, ["bad jail,name=x"], "web1", T0, None)
+    note = note_of(["bad jail,name=x"], "web1", T0, None)
     parsed = parse_note(note, TAG)
     assert parsed is not None and parsed.jails == ("bad_jail_name_x",)
 
@@ -118,8 +128,48 @@ moments = st.datetimes(
     until=st.none() | moments,
 )
 def test_round_trip(jails, host, since, until):
-    note = format_note(TAG, jails, host, since, until)
+    note = note_of(jails, host, since, until)
     assert len(note) <= MAX_NOTES
     parsed = parse_note(note, TAG)
     assert parsed is not None and parsed.kind is NoteKind.LEASE
-    assert (parsed.jails, parsed.host, parsed.since, parsed.until) == (tuple(jails), host, since, until)
+    assert (parsed.jails, parsed.hosts, parsed.since, parsed.until) == (tuple(jails), (host,), since, until)
+
+
+def test_host_set_is_sorted_and_written_as_documented():
+    note = note_of(["sshd", "recidive"], ["web2", "web1"], T0, T0 + timedelta(days=1), asn="24940", cc="de")
+    assert note == (
+        "Blocked by fail2ban jail=sshd,recidive host=web1,web2 "
+        "since=2026-11-21T10:00:00Z until=2026-11-22T10:00:00Z asn=AS24940 cc=DE"
+    )
+    parsed = parse_note(note, TAG)
+    assert parsed is not None and parsed.hosts == ("web1", "web2")
+    assert (parsed.asn, parsed.cc) == ("AS24940", "DE")
+
+
+def test_single_host_notes_of_0_1_stay_valid():
+    parsed = parse_note(
+        "Blocked by fail2ban jail=sshd host=web1 since=2026-11-21T10:00:00Z until=2026-11-21T11:00:00Z", TAG
+    )
+    assert parsed is not None and parsed.kind is NoteKind.LEASE and parsed.hosts == ("web1",)
+
+
+def test_cc_is_never_written_without_an_asn():
+    assert " cc=" not in note_of(["sshd"], "web1", T0, None, cc="DE")
+    parsed = parse_note(f"{TAG} jail=sshd host=web1 until=permanent cc=DE", TAG)
+    assert parsed is not None and parsed.cc is None
+
+
+def test_a_host_set_that_does_not_fit_is_not_written():
+    hosts = [f"host-{i:03d}-with-a-rather-long-name" for i in range(14)]
+    assert format_note(TAG, Lease(("sshd",), tuple(hosts), T0, None)) is None
+    note = note_of(["sshd"] * 1, hosts[:10], T0, None)
+    assert len(note) <= MAX_NOTES
+
+
+def test_jails_then_optional_fields_are_cut_to_fit():
+    hosts = [f"host-{i:03d}-with-a-rather-long-name" for i in range(11)]
+    jails = [f"jail{i}" for i in range(20)]
+    note = note_of(jails, hosts, T0, None, asn="AS1", cc="US")
+    assert len(note) <= MAX_NOTES
+    parsed = parse_note(note, TAG)
+    assert parsed is not None and len(parsed.hosts) == 11

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconcile.model import Ban, BanEntry, Rule, RuleListing, Scope
-from reconcile.notes import format_note
+from reconcile.notes import Lease, format_note, parse_note
 from reconcile.plan import Action, Plan, Policy, make_plan
 
 TAG = "Blocked by fail2ban"
@@ -26,8 +26,13 @@ def ban(ip, jails=("sshd",), since=-1, until=1):
     )
 
 
-def lease(b, host="web1", policy=POLICY):
-    return format_note(TAG, b.jails, host, b.since, b.until)
+def lease(b, host="web1", *, until=..., jails=None, asn=None):
+    """The note `host` (a name or a list of names) writes for ban `b`."""
+    hosts = (host,) if isinstance(host, str) else tuple(host)
+    end = b.until if until is ... else until
+    note = format_note(TAG, Lease(tuple(jails or b.jails), hosts, b.since, end, asn=asn))
+    assert note is not None
+    return note
 
 
 _ids = iter(range(10**6))
@@ -49,36 +54,136 @@ def only(plan: Plan):
 
 
 B = ban("45.155.205.10")
-OTHER_LIVE = format_note(TAG, ["sshd"], "web2", NOW - H, NOW + H)
-OTHER_DEAD = format_note(TAG, ["sshd"], "web2", NOW - 3 * H, NOW - H)
-OTHER_PERMANENT = format_note(TAG, ["manual"], "web2", NOW - 3 * H, None)
+OTHER_LIVE = lease(ban("45.155.205.10", since=-1, until=1), "web2")
+OTHER_DEAD = lease(ban("45.155.205.10", since=-3, until=-1), "web2")
+OTHER_PERMANENT = lease(ban("45.155.205.10", jails=("manual",), since=-3, until=None), "web2")
+SHARED = lease(B, ["web1", "web2"])  # both ban it, the lease ends when B does
+SHARED_LONGER = lease(B, ["web1", "web2"], until=NOW + 5 * H)  # web2's ban outlasts ours
 
 CASES = [
     # id, bans, rules, action, owner, reason fragment
     ("new ban is added", [B], [], Action.ADD, "", "banned in sshd"),
-    ("up-to-date rule is kept", [B], [rule("45.155.205.10", lease(B))], Action.KEEP, "ours", "up to date"),
+    ("up-to-date rule is kept", [B], [rule("45.155.205.10", lease(B))], Action.KEEP, "web1", "up to date"),
     (
         "changed lease is renewed",
         [B],
         [rule("45.155.205.10", lease(ban("45.155.205.10", until=5)))],
         Action.RENEW,
-        "ours",
+        "web1",
         "lease changed",
     ),
     (
-        "changed jails are renewed",
+        "jails alone never cause a write",
         [B],
         [rule("45.155.205.10", lease(ban("45.155.205.10", jails=("x",))))],
-        Action.RENEW,
-        "ours",
-        "lease changed",
+        Action.KEEP,
+        "web1",
+        "up to date",
     ),
+    (
+        "optional fields alone never cause a write",
+        [B],
+        [rule("45.155.205.10", lease(B, asn="AS24940"))],
+        Action.KEEP,
+        "web1",
+        "up to date",
+    ),
+    (
+        "join: another host's live lease gets this host added",
+        [B],
+        [rule("45.155.205.10", OTHER_LIVE)],
+        Action.RENEW,
+        "web2",
+        "joining web2",
+    ),
+    (
+        "join a permanent lease",
+        [B],
+        [rule("45.155.205.10", OTHER_PERMANENT)],
+        Action.RENEW,
+        "web2",
+        "joining web2",
+    ),
+    (
+        "shared lease that covers our ban is kept",
+        [B],
+        [rule("45.155.205.10", SHARED_LONGER)],
+        Action.KEEP,
+        "web1,web2",
+        "covers this host's ban",
+    ),
+    (
+        "shared lease shorter than our ban is extended",
+        [ban("45.155.205.10", until=9)],
+        [rule("45.155.205.10", SHARED)],
+        Action.RENEW,
+        "web1,web2",
+        "lease extended",
+    ),
+    (
+        "leave: our ban ended, the other host still bans it",
+        [],
+        [rule("45.155.205.10", SHARED_LONGER)],
+        Action.RENEW,
+        "web1,web2",
+        "web2 still ban it",
+    ),
+    (
+        "leave when allowlisted here but banned elsewhere",
+        [ban("10.1.2.3")],
+        [rule("10.1.2.3", lease(ban("10.1.2.3"), ["web1", "web2"]))],
+        Action.RENEW,
+        "web1,web2",
+        "allowlisted here",
+    ),
+    (
+        "another host's live lease for an address allowlisted here is kept",
+        [ban("10.1.2.3")],
+        [rule("10.1.2.3", lease(ban("10.1.2.3"), "web2"))],
+        Action.KEEP,
+        "web2",
+        "web2's lease",
+    ),
+    (
+        "last host leaves: the rule goes",
+        [],
+        [rule("45.155.205.10", lease(B))],
+        Action.EXPIRE,
+        "web1",
+        "no longer banned",
+    ),
+    (
+        "shared lease that ended goes even with other hosts listed",
+        [],
+        [rule("45.155.205.10", lease(ban("45.155.205.10", since=-3, until=-1), ["web1", "web2"]))],
+        Action.EXPIRE,
+        "web1,web2",
+        "lease ended",
+    ),
+    (
+        "allow rule with a fail2ban note is never managed when banned",
+        [B],
+        [rule("45.155.205.10", "fail2ban office", mode="whitelist")],
+        Action.FOREIGN,
+        "allow",
+        "allow rule",
+    ),
+    (
+        "allow rule with our full lease note is foreign when banned",
+        [B],
+        [rule("45.155.205.10", lease(B), mode="whitelist")],
+        Action.FOREIGN,
+        "allow",
+        "allow rule",
+    ),
+    ("multicast is skipped", [ban("224.0.0.1")], [], Action.SKIP, "", "allowlisted"),
+    ("IPv6 multicast is skipped", [ban("ff0e::1")], [], Action.SKIP, "", "allowlisted"),
     (
         "other mode is renewed",
         [B],
         [rule("45.155.205.10", lease(B), mode="challenge")],
         Action.RENEW,
-        "ours",
+        "web1",
         "mode challenge -> block",
     ),
     (
@@ -106,27 +211,11 @@ CASES = [
         "untagged",
     ),
     (
-        "another host's live lease is left alone",
-        [B],
-        [rule("45.155.205.10", OTHER_LIVE)],
-        Action.KEEP,
-        "host web2",
-        "another host's lease",
-    ),
-    (
-        "another host's permanent lease is left alone",
-        [B],
-        [rule("45.155.205.10", OTHER_PERMANENT)],
-        Action.KEEP,
-        "host web2",
-        "until permanent",
-    ),
-    (
         "another host's ended lease is taken over when banned here",
         [B],
         [rule("45.155.205.10", OTHER_DEAD)],
         Action.RENEW,
-        "host web2",
+        "web2",
         "taken over",
     ),
     (
@@ -142,7 +231,7 @@ CASES = [
         [],
         [rule("45.155.205.10", lease(B))],
         Action.EXPIRE,
-        "ours",
+        "web1",
         "no longer banned",
     ),
     (
@@ -158,15 +247,15 @@ CASES = [
         [],
         [rule("45.155.205.10", OTHER_LIVE)],
         Action.KEEP,
-        "host web2",
-        "another host's lease",
+        "web2",
+        "web2's lease, until",
     ),
     (
         "another host's ended rule expires",
         [],
         [rule("45.155.205.10", OTHER_DEAD)],
         Action.EXPIRE,
-        "host web2",
+        "web2",
         "lease ended 2026-11-21T11:00:00Z",
     ),
     (
@@ -182,7 +271,7 @@ CASES = [
         [ban("2a06:4880::1")],
         [rule("2A06:4880:0:0::1", lease(ban("2a06:4880::1")))],
         Action.KEEP,
-        "ours",
+        "web1",
         "up to date",
     ),
     ("allowlisted ban is skipped", [ban("10.1.2.3")], [], Action.SKIP, "", "allowlisted"),
@@ -193,7 +282,7 @@ CASES = [
         [ban("10.1.2.3")],
         [rule("10.1.2.3", lease(ban("10.1.2.3")))],
         Action.EXPIRE,
-        "ours",
+        "web1",
         "allowlisted",
     ),
     ("ended ban is skipped", [ban("45.155.205.10", until=0)], [], Action.SKIP, "", "ban ended"),
@@ -202,7 +291,7 @@ CASES = [
         [],
         [rule("45.155.0.0/16", "Blocked by fail2ban jail=x host=web1 until=permanent", target="ip_range")],
         Action.KEEP,
-        "ours",
+        "web1",
         "non-IP target",
     ),
 ]
@@ -214,7 +303,7 @@ CASES = [
 def test_planner_case(bans, rules, action, owner, reason):
     change = only(plan_of(bans, rules))
     assert change.action is action
-    assert change.owner == owner
+    assert str(change.owner or "") == owner
     assert reason in change.reason
 
 
@@ -345,8 +434,13 @@ def test_properties(banned, ruled, complete):
     for change in plan.writes():
         if change.rule is not None:
             notes = by_id[change.rule.id].notes
-            # Never touches a rule it does not own: untagged, unknown-format and live foreign-host rules.
-            assert notes not in ("partner network", "Blocked by fail2ban, by hand", OTHER_LIVE)
+            # Never touches a rule it does not own: untagged and unknown-format rules; another host's live
+            # lease only to join it, for an address banned here, keeping that host in the set.
+            assert notes not in ("partner network", "Blocked by fail2ban, by hand")
+            if notes == OTHER_LIVE:
+                assert change.action is Action.RENEW and change.value in banned
+                written = parse_note(change.notes, TAG)
+                assert written is not None and written.hosts == ("web1", "web2")
         if change.action is Action.EXPIRE:
             # Never unbans a banned IP, and never deletes on a partial listing.
             assert change.value not in banned

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconcile.bans import merge, parse_banip_with_time
 from reconcile.model import Ban, Rule, RuleListing, Scope
-from reconcile.notes import format_note
+from reconcile.notes import Lease, format_note
 from reconcile.plan import Action, Policy, make_plan
 from tests.cf_emulator import ZONE_ID, CloudflareEmulator
 from tests.f2b_server import running_f2b
@@ -64,12 +64,15 @@ def test_plan_10k_bans_against_10k_rules():
     # Half the bans already have an up-to-date rule, a quarter a stale one; 2,500 rules are for unbanned IPs.
     for i, ban in enumerate(bans[: N * 3 // 4]):
         until = ban.until if i < N // 2 else NOW + timedelta(hours=2)
-        notes = format_note(TAG, ban.jails, "web1", ban.since, until)
+        notes = format_note(TAG, Lease(ban.jails, ("web1",), ban.since, until)) or ""
         target = "ip" if ban.ip.version == 4 else "ip6"
         rules.append(Rule(f"{i:032x}", scope, target, ban.ip.compressed, "block", notes, NOW))
     for i in range(N // 4):
         ip = str(ipaddress.IPv4Address("46.0.0.0") + i)
-        notes = format_note(TAG, ("sshd",), "web1", NOW - timedelta(days=1), NOW - timedelta(hours=1))
+        notes = (
+            format_note(TAG, Lease(("sshd",), ("web1",), NOW - timedelta(days=1), NOW - timedelta(hours=1)))
+            or ""
+        )
         rules.append(Rule(f"{N + i:032x}", scope, "ip", ip, "block", notes, NOW))
     listing = [RuleListing(scope, tuple(rules))]
     policy = Policy(tag=TAG, host_id="web1")

@@ -1,0 +1,635 @@
+"""reconcile.asn: the bulk answer parser on real Team Cymru lines, the cache, and the one connection
+against a local whois server (tests/whois_server.py) in each of its moods."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconcile.asn import (
+    MAX_NAME,
+    AsnInfo,
+    AsnLookupError,
+    CacheEntry,
+    Enrichment,
+    cache_document,
+    enrich,
+    format_query,
+    load_cache,
+    parse_bulk,
+    parse_cache,
+    parse_server,
+    query_bulk,
+)
+from reconcile.model import IPAddress
+from tests.whois_server import ASES, Answer, WhoisServer, closed_port, fake_answer
+
+T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
+TTL = timedelta(days=7)
+TIMEOUT = 5.0
+
+
+def ip(text: str) -> IPAddress:
+    return ipaddress.ip_address(text)
+
+
+def addresses(n: int, start: int = 0) -> list[IPAddress]:
+    """n distinct documentation-range addresses (data only: nothing ever connects to them), 1 in 10 IPv6."""
+    out: list[IPAddress] = []
+    for i in range(start, start + n):
+        if i % 10 == 9:
+            out.append(ipaddress.IPv6Address(f"2001:db8::{i:x}"))
+        else:
+            out.append(ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.18.0.0")) + i))
+    return out
+
+
+def run(
+    whois: WhoisServer, addrs: list[IPAddress], cache: Path | None, now: datetime = T0, **kw: object
+) -> Enrichment:
+    options: dict[str, object] = {"timeout": TIMEOUT, "ttl": TTL, **kw}
+    return enrich(addrs, host=whois.host, port=whois.port, cache_file=cache, now=now, **options)  # type: ignore[arg-type]
+
+
+def keys(addrs: list[IPAddress]) -> set[str]:
+    return {a.compressed for a in addrs}
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# --- parser: real answers ---------------------------------------------------------------------------------
+
+# whois.cymru.com's answer to a bulk verbose query, as the ipwhois project recorded it (2017), IPv6
+# addresses padded to 40 columns, an NA line, empty allocation dates, commas inside names.
+REAL_ANSWER = """\
+Bulk mode; whois.cymru.com [2017-07-30 23:02:21 +0000]
+15169   | 74.125.225.229   | 74.125.225.0/24     | US | arin     | 2007-03-13 | GOOGLE - Google Inc., US
+15169   | 2001:4860:4860::8888                     | 2001:4860::/32      | US | arin     | 2005-03-14 | GOOGLE - Google Inc., US
+2856    | 62.239.237.1     | 62.239.0.0/16       | GB | ripencc  | 2001-01-02 | BT-UK-AS BTnet UK Regional network, GB
+2856    | 2a00:2381:ffff::1                        | 2a00:2380::/25      | GB | ripencc  | 2007-08-29 | BT-UK-AS BTnet UK Regional network, GB
+3786    | 210.107.73.73    | 210.107.0.0/17      | KR | apnic    |            | LGDACOM LG DACOM Corporation, KR
+2497    | 2001:240:10c:1::ca20:9d1d                | 2001:240::/32       | JP | apnic    | 2000-03-08 | IIJ Internet Initiative Japan Inc., JP
+19373   | 200.57.141.161   | 200.57.128.0/20     | MX | lacnic   | 2000-12-04 | Triara.com, S.A. de C.V., MX
+NA      | 2801:10:c000::                           | NA                  | CO | lacnic   | 2013-10-29 | NA
+12091   | 196.11.240.215   | 196.11.240.0/24     | ZA | afrinic  |            | MTNNS-1, ZA
+37578   | 2001:43f8:7b0::                          | 2001:43f8:7b0::/48  | KE | afrinic  | 2013-03-22 | Tespok, KE
+4730    | 133.1.2.5        | 133.1.0.0/16        | JP | apnic    |            | ODINS Osaka University, JP
+4134    | 115.1.2.3        | 115.0.0.0/14        | KR | apnic    | 2008-07-01 | CHINANET-BACKBONE No.31,Jin-rong Street, CN
+"""  # noqa: E501 (real lines, real padding)
+
+# A 2023 answer with the unknown (private) addresses Cymru answers NA for, CC and date empty.
+REAL_NA = """\
+Bulk mode; whois.cymru.com [2023-07-19 04:06:45 +0000]
+NA      | 10.0.0.1         | NA                  |    | other    |            | NA
+12119   | 216.169.31.34    | 216.169.30.0/23     | US | arin     | 2017-06-27 | I3BROADBAND, US
+15133   | 93.184.216.34    | 93.184.216.0/24     | US | ripencc  | 2008-06-02 | EDGECAST, US
+"""
+
+HEADER = "AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name"
+
+
+def test_parse_real_answer_ipv4_ipv6_and_multi_word_names() -> None:
+    infos, skipped = parse_bulk(REAL_ANSWER)
+
+    assert skipped == 0
+    assert len(infos) == 12
+    assert infos[ip("74.125.225.229")] == AsnInfo(
+        "AS15169", "US", "GOOGLE - Google Inc., US", "74.125.225.0/24"
+    )
+    assert infos[ip("2001:4860:4860::8888")] == AsnInfo(
+        "AS15169", "US", "GOOGLE - Google Inc., US", "2001:4860::/32"
+    )
+    assert infos[ip("2a00:2381:ffff::1")].prefix == "2a00:2380::/25"
+    assert infos[ip("2001:240:10c:1::ca20:9d1d")].asn == "AS2497"
+    assert infos[ip("200.57.141.161")].name == "Triara.com, S.A. de C.V., MX"
+    assert infos[ip("115.1.2.3")].name == "CHINANET-BACKBONE No.31,Jin-rong Street, CN"
+    assert infos[ip("210.107.73.73")] == AsnInfo(
+        "AS3786", "KR", "LGDACOM LG DACOM Corporation, KR", "210.107.0.0/17"
+    )
+
+
+def test_parse_na_means_unknown_field_by_field() -> None:
+    infos, skipped = parse_bulk(REAL_ANSWER + REAL_NA)
+
+    assert skipped == 0
+    assert infos[ip("10.0.0.1")] == AsnInfo(None, None, None, None)
+    # no AS but a registry country: the parser keeps what is known (the notes never write cc= alone)
+    assert infos[ip("2801:10:c000::")] == AsnInfo(None, "CO", None, None)
+    assert infos[ip("216.169.31.34")] == AsnInfo("AS12119", "US", "I3BROADBAND, US", "216.169.30.0/23")
+
+
+def test_parse_header_banner_and_blank_lines_by_content_not_position() -> None:
+    line = "24940   | 88.198.1.1       | 88.198.0.0/16       | DE | ripencc  | 2004-04-07 | HETZNER-AS, DE"
+    for text in (
+        f"{line}\n",  # no banner at all
+        f"Bulk mode; whois.cymru.com [2026-11-30 12:00:00 +0000]\n{HEADER}\n{line}\n",
+        f"\n\nBulk mode; whois.cymru.com [2026-11-30 12:00:00 +0000]\n\n{line}\n{HEADER}\n",
+        f"{HEADER}\r\n{line}\r\n",
+    ):
+        infos, skipped = parse_bulk(text)
+        assert (infos, skipped) == (
+            {ip("88.198.1.1"): AsnInfo("AS24940", "DE", "HETZNER-AS, DE", "88.198.0.0/16")},
+            0,
+        )
+
+
+def test_parse_malformed_lines_are_skipped_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    good = "13335   | 1.1.1.1          | 1.1.1.0/24          | US | arin     | 2010-07-14 | CLOUDFLARENET, US"
+    bad = [
+        "Error: no ASN or IP match on line 3.",  # what Cymru says for a line that is no address
+        "15169 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01",  # six fields
+        "AS15169 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | GOOGLE, US",  # not a number
+        "15169 | 8.8.8.300 | 8.8.8.0/24 | US | arin | 1992-12-01 | GOOGLE, US",  # not an address
+        "15169 | 8.8.8.8 | 8.8.8.0/33 | US | arin | 1992-12-01 | GOOGLE, US",  # not a prefix
+        "15169 | 8.8.8.8 | 8.8.8.0/24 | USA | arin | 1992-12-01 | GOOGLE, US",  # not a country code
+        "0 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | GOOGLE, US",  # AS 0 is no origin
+        "99999999999 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | GOOGLE, US",  # beyond 32 bits
+        "<html><body>502 Bad Gateway</body></html>",
+    ]
+    caplog.set_level(logging.DEBUG, logger="reconcile.asn")
+
+    infos, skipped = parse_bulk(
+        "\n".join(["Bulk mode; whois.cymru.com [2026-11-30 12:00:00 +0000]", *bad, good])
+    )
+
+    assert infos == {ip("1.1.1.1"): AsnInfo("AS13335", "US", "CLOUDFLARENET, US", "1.1.1.0/24")}
+    assert skipped == len(bad)
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "skipped" in r.getMessage()]
+    assert len(debug) == len(bad)
+    assert not warnings_of(caplog)
+
+
+def test_parse_normalises_addresses_keeps_first_of_duplicates_and_cleans_names() -> None:
+    long_name = "X" * (MAX_NAME + 50)
+    text = "\n".join(
+        [
+            "64496 | 2001:DB8:0:0:0:0:0:1 | 2001:DB8::/32 | NL | ripencc | 2020-01-01 | FIRST, NL",
+            "64497 | 2001:db8::1 | 2001:db8::/32 | NL | ripencc | 2020-01-01 | SECOND, NL",
+            f"64498 | 192.0.2.1 | 192.0.2.0/24 | NL | ripencc | 2020-01-01 | {long_name}",
+            "64499 | 192.0.2.2 | 192.0.2.0/24 | NL | ripencc | 2020-01-01 | A | pipe\tand tab",
+        ]
+    )
+    infos, skipped = parse_bulk(text)
+
+    assert skipped == 0
+    assert infos[ip("2001:db8::1")] == AsnInfo("AS64496", "NL", "FIRST, NL", "2001:db8::/32")
+    assert infos[ip("192.0.2.1")].name == "X" * MAX_NAME
+    assert infos[ip("192.0.2.2")].name == "A | pipe and tab"
+
+
+def test_format_query_is_bulk_verbose_one_address_a_line() -> None:
+    assert (
+        format_query([ip("192.0.2.1"), ip("2001:DB8::0:1")])
+        == b"begin\nverbose\n192.0.2.1\n2001:db8::1\nend\n"
+    )
+
+
+def test_parse_server() -> None:
+    assert parse_server("whois.cymru.com:43") == ("whois.cymru.com", 43)
+    assert parse_server("whois.example.net") == ("whois.example.net", 43)
+    assert parse_server("127.0.0.1:4343") == ("127.0.0.1", 4343)
+    assert parse_server("[::1]:4343") == ("::1", 4343)
+    assert parse_server("::1") == ("::1", 43)
+    for bad in ("", ":43", "host:0", "host:65536", "host:x", "[::1", "[::1]x"):
+        with pytest.raises(ValueError):
+            parse_server(bad)
+
+
+# --- cache document ------------------------------------------------------------------------------------
+
+
+def test_cache_document_round_trip_and_bound_oldest_out() -> None:
+    entries = {
+        f"192.0.2.{i}": CacheEntry(
+            AsnInfo(f"AS{64500 + i}", "DE", f"NET-{i}, DE", None), T0 + timedelta(hours=i)
+        )
+        for i in range(10)
+    }
+    entries["2001:db8::1"] = CacheEntry(AsnInfo(None, None, None, None), T0 + timedelta(hours=20))
+
+    doc = json.loads(json.dumps(cache_document(entries, max_entries=4)))
+    back, invalid = parse_cache(doc)
+
+    assert invalid == 0
+    assert list(back) == ["192.0.2.7", "192.0.2.8", "192.0.2.9", "2001:db8::1"]
+    assert back["192.0.2.9"] == entries["192.0.2.9"]
+    assert back["2001:db8::1"] == entries["2001:db8::1"]
+
+
+def test_parse_cache_drops_invalid_entries_and_rejects_non_caches() -> None:
+    doc = {
+        "version": 1,
+        "entries": {
+            "192.0.2.1": {
+                "asn": "AS1",
+                "cc": "DE",
+                "name": "A",
+                "prefix": None,
+                "looked_up": "2026-12-01T09:00:00Z",
+            },
+            "not-an-ip": {"asn": "AS1", "looked_up": "2026-12-01T09:00:00Z"},
+            "192.0.2.2": {"asn": "1", "looked_up": "2026-12-01T09:00:00Z"},
+            "192.0.2.3": {"asn": "AS3", "cc": "DEU", "looked_up": "2026-12-01T09:00:00Z"},
+            "192.0.2.4": {"asn": "AS4", "looked_up": "yesterday"},
+            "192.0.2.5": ["AS5"],
+        },
+    }
+    entries, invalid = parse_cache(doc)
+    assert list(entries) == ["192.0.2.1"] and invalid == 5
+    not_caches: list[object] = [[], {"version": 2, "entries": {}}, {"version": 1, "entries": []}, "x"]
+    for not_cache in not_caches:
+        with pytest.raises(ValueError):
+            parse_cache(not_cache)
+
+
+# --- one connection against the local server -----------------------------------------------------------
+
+
+def test_thousand_new_addresses_in_one_connection_none_asked_twice(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    addrs = addresses(1000)
+
+    started = time.monotonic()
+    result = run(whois, addrs + addrs[:100], tmp_path / "asn.json")  # duplicates in the input too
+    cold = time.monotonic() - started
+
+    assert len(whois.connections) == 1
+    conn = whois.connections[0]
+    assert conn.lines[:2] == ["begin", "verbose"] and conn.lines[-1] == "end" and conn.complete
+    assert len(conn.queries) == 1000 and len(set(conn.queries)) == 1000
+    assert set(conn.queries) == {a.compressed for a in addrs}
+    assert (result.result, result.hits, result.looked_up, result.answered, result.warning) == (
+        "ok",
+        0,
+        1000,
+        1000,
+        None,
+    )
+    for a in addrs:
+        expected = fake_answer(a.compressed)
+        name = expected.name[:MAX_NAME].strip()
+        assert result.infos[a] == AsnInfo(f"AS{expected.asn}", expected.cc, name, expected.prefix)
+    assert cold < TIMEOUT
+    print(
+        f"\nASN enrich, 1,000 new addresses, cold: {cold * 1000:.1f} ms"
+        f" (lookup {result.seconds * 1000:.1f} ms)"
+    )
+
+
+def test_server_that_answers_while_still_reading(whois: WhoisServer) -> None:
+    # Not every server waits for `end`. The client sends all before it reads: with the kernel's buffers
+    # (tens of MB on loopback) that cannot stall at these sizes, and if it ever did, the deadline ends it.
+    whois.stream = True
+    addrs = addresses(5000)
+
+    result = enrich(addrs, host=whois.host, port=whois.port, timeout=20.0, cache_file=None, ttl=TTL, now=T0)
+
+    assert (result.result, result.answered) == ("ok", 5000)
+    assert len(whois.connections) == 1 and whois.connections[0].complete
+
+
+def test_second_run_asks_only_new_addresses_third_opens_no_connection(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "asn.json"
+    first, new = addresses(1000), addresses(50, start=1000)
+
+    one = run(whois, first, cache)
+    started = time.monotonic()
+    two = run(whois, first + new, cache, now=T0 + timedelta(hours=1))
+    warm = time.monotonic() - started
+    three = run(whois, first + new, cache, now=T0 + timedelta(hours=2))
+
+    assert len(whois.connections) == 2
+    assert set(whois.connections[1].queries) == {a.compressed for a in new}
+    assert len(whois.connections[1].queries) == 50
+    assert (one.result, one.hits, one.looked_up) == ("ok", 0, 1000)
+    assert (two.result, two.hits, two.looked_up, two.answered) == ("ok", 1000, 50, 50)
+    assert (three.result, three.hits, three.looked_up, three.seconds) == ("skipped", 1050, 0, 0.0)
+    assert three.hit_ratio == 1.0 and one.hit_ratio == 0.0
+    assert len(three.infos) == 1050 and three.infos == two.infos
+    across_two = (one.hits + two.hits) / (one.hits + one.looked_up + two.hits + two.looked_up)
+    print(
+        f"\nASN enrich, 1,000 known + 50 new (warm): {warm * 1000:.1f} ms;"
+        f" cache hit ratio run 2: {two.hit_ratio:.3f}; across runs 1+2: {across_two:.3f}"
+    )
+
+
+def test_all_cached_opens_no_connection_even_with_the_server_refusing(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "asn.json"
+    addrs = addresses(1000)
+    run(whois, addrs, cache)
+    whois.refuse()
+
+    started = time.monotonic()
+    again = run(whois, addrs, cache, now=T0 + timedelta(days=1))
+    warm = time.monotonic() - started
+
+    assert (again.result, again.hits, again.looked_up, again.warning) == ("skipped", 1000, 0, None)
+    assert len(whois.connections) == 1
+    print(f"\nASN enrich, 1,000 addresses, warm cache (no connection): {warm * 1000:.1f} ms")
+
+
+def test_nothing_to_enrich_opens_no_connection_and_writes_no_cache(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    result = run(whois, [], tmp_path / "asn.json")
+    assert (result.result, result.looked_up, result.hit_ratio) == ("skipped", 0, None)
+    assert not whois.connections and not (tmp_path / "asn.json").exists()
+
+
+def test_header_and_na_answers_are_understood_and_cached(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "asn.json"
+    addrs = addresses(20)
+    whois.header = True
+    whois.unknown = {addrs[0].compressed, addrs[9].compressed}
+    whois.table = {
+        addrs[1].compressed: Answer(13335, "US", "arin", "2010-07-14", "CLOUDFLARENET, US", "1.1.1.0/24")
+    }
+
+    result = run(whois, addrs, cache)
+
+    assert (result.result, result.answered) == ("ok", 20)
+    assert result.infos[addrs[0]] == AsnInfo(None, None, None, None)
+    assert result.infos[addrs[9]] == AsnInfo(None, None, None, None)  # an IPv6 NA line
+    assert result.infos[addrs[1]] == AsnInfo("AS13335", "US", "CLOUDFLARENET, US", "1.1.1.0/24")
+    # an NA answer is an answer: not asked again before the TTL
+    assert run(whois, addrs, cache, now=T0 + timedelta(days=1)).result == "skipped"
+
+
+def test_long_multi_word_names_pass_through(whois: WhoisServer, tmp_path: Path) -> None:
+    long_as = ASES[-1]
+    addr = next(a for a in addresses(200) if int(a) % len(ASES) == len(ASES) - 1)
+
+    result = run(whois, [addr], tmp_path / "asn.json")
+
+    info = result.infos[addr]
+    assert info.asn == f"AS{long_as[0]}" and len(long_as[4]) > MAX_NAME
+    assert info.name == long_as[4][:MAX_NAME].strip()
+
+
+def test_hostname_is_resolved_within_the_deadline(whois: WhoisServer, tmp_path: Path) -> None:
+    # "localhost" may resolve to ::1 first, where nobody listens: the next address is tried
+    result = enrich(
+        addresses(3), host="localhost", port=whois.port, timeout=TIMEOUT, cache_file=None, ttl=TTL, now=T0
+    )
+    assert (result.result, result.answered) == ("ok", 3)
+
+
+# --- failures: every one returns, with a warning ---------------------------------------------------------
+
+
+def test_refused_port_fails_with_one_warning(tmp_path: Path) -> None:
+    port = closed_port()
+    started = time.monotonic()
+    result = enrich(
+        addresses(10),
+        host="127.0.0.1",
+        port=port,
+        timeout=TIMEOUT,
+        cache_file=tmp_path / "a.json",
+        ttl=TTL,
+        now=T0,
+    )
+    assert time.monotonic() - started < 1.0
+    assert (result.result, result.looked_up, result.answered, dict(result.infos)) == ("failed", 10, 0, {})
+    assert result.warning is not None and "connection refused" in result.warning
+    assert "\n" not in result.warning
+    assert not (tmp_path / "a.json").exists()  # nothing learnt, nothing written
+
+
+def test_server_that_stopped_listening_refuses(whois: WhoisServer) -> None:
+    whois.refuse()
+    with pytest.raises(AsnLookupError, match="connection refused"):
+        query_bulk(whois.host, whois.port, addresses(3), TIMEOUT)
+
+
+@pytest.mark.parametrize("after_lines", [0, 3])
+def test_slow_server_is_cut_off_at_the_timeout(whois: WhoisServer, tmp_path: Path, after_lines: int) -> None:
+    whois.mode, whois.delay, whois.after_lines = "slow", 10.0, after_lines
+    timeout = 1.0
+
+    started = time.monotonic()
+    result = run(whois, addresses(20), tmp_path / "asn.json", timeout=timeout)
+    elapsed = time.monotonic() - started
+
+    assert timeout <= elapsed < timeout + 0.5
+    assert result.warning is not None and "\n" not in result.warning
+    if after_lines == 0:  # the banner only
+        assert (result.result, result.answered) == ("failed", 0)
+        assert "timed out after 1 s" in result.warning
+    else:  # what came before the stall is kept, and cached
+        assert (result.result, result.answered) == ("partial", 3)
+        assert "answered 3 of 20" in result.warning
+        assert len(load_cache(tmp_path / "asn.json")[0]) == 3
+
+
+def test_slow_server_within_the_timeout_is_fine(whois: WhoisServer) -> None:
+    whois.mode, whois.delay = "slow", 0.3
+    result = enrich(
+        addresses(5), host=whois.host, port=whois.port, timeout=3.0, cache_file=None, ttl=TTL, now=T0
+    )
+    assert (result.result, result.answered) == ("ok", 5)
+
+
+def test_garbled_answer_fails_with_a_warning(whois: WhoisServer, tmp_path: Path) -> None:
+    whois.mode = "garbled"
+    result = run(whois, addresses(20), tmp_path / "asn.json")
+    assert (result.result, result.answered, dict(result.infos)) == ("failed", 0, {})
+    assert result.warning is not None and "no usable line" in result.warning
+    assert len(whois.connections) == 1
+
+
+def test_junk_mixed_in_is_skipped_and_the_rest_used(whois: WhoisServer) -> None:
+    whois.junk_every = 3
+    result = enrich(
+        addresses(30), host=whois.host, port=whois.port, timeout=TIMEOUT, cache_file=None, ttl=TTL, now=T0
+    )
+    assert (result.result, result.answered, result.warning) == ("ok", 30, None)
+
+
+def test_close_at_once_fails(whois: WhoisServer, tmp_path: Path) -> None:
+    whois.mode, whois.close_after = "close_early", 0
+    result = run(whois, addresses(20), tmp_path / "asn.json")
+    assert (result.result, result.answered) == ("failed", 0)
+    assert result.warning is not None and "closed the connection without an answer" in result.warning
+
+
+def test_close_after_k_lines_is_partial_and_the_rest_is_asked_next_run(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "asn.json"
+    addrs = addresses(20)
+    whois.mode, whois.close_after = "close_early", 5
+
+    first = run(whois, addrs, cache)
+    whois.mode = "normal"
+    second = run(whois, addrs, cache, now=T0 + timedelta(minutes=5))
+
+    assert (first.result, first.answered, len(first.infos)) == ("partial", 5, 5)
+    assert first.warning is not None and "answered 5 of 20" in first.warning
+    assert set(first.infos) == set(addrs[:5])  # asked in the caller's order: the first ones came back
+    assert whois.connections[1].queries == [a.compressed for a in addrs[5:]]
+    assert (second.result, second.hits, second.looked_up) == ("ok", 5, 15)
+
+
+def test_no_time_left_opens_no_connection(whois: WhoisServer) -> None:
+    result = run(whois, addresses(3), None, timeout=0)
+    assert (result.result, result.looked_up, result.answered) == ("failed", 3, 0)
+    assert result.warning is not None and "no time left" in result.warning
+    assert not whois.connections
+
+
+def test_query_bulk_ignores_lines_for_addresses_not_asked(whois: WhoisServer) -> None:
+    asked = addresses(3)
+    whois.extra = ["192.0.2.99", "2001:db8::99"]
+    infos = query_bulk(whois.host, whois.port, asked, TIMEOUT)
+    assert set(infos) == set(asked)
+    assert ip("192.0.2.99") not in infos and ip("2001:db8::99") not in infos
+    assert query_bulk(whois.host, whois.port, [], TIMEOUT) == {}
+    assert len(whois.connections) == 1  # nothing to ask: no connection
+
+
+# --- cache file ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b'{"version": 1, "entries": [1, 2]}', b"\xff\xfe\x00garbage", b"[" * 100_000, b""],
+)
+def test_corrupt_cache_is_ignored_with_one_warning_and_rewritten(
+    whois: WhoisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    cache = tmp_path / "asn.json"
+    cache.write_bytes(content)
+    addrs = addresses(10)
+
+    result = run(whois, addrs, cache)
+
+    assert (result.result, result.answered) == ("ok", 10)
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and str(cache) in warnings[0] and "ignored" in warnings[0]
+    entries, problem = load_cache(cache)
+    assert problem is None and set(entries) == keys(addrs)
+    caplog.clear()
+    assert run(whois, addrs, cache, now=T0 + timedelta(hours=1)).result == "skipped"
+    assert not warnings_of(caplog)
+
+
+def test_corrupt_cache_is_rewritten_even_with_nothing_to_look_up(
+    whois: WhoisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "asn.json"
+    cache.write_text("[]")
+    run(whois, [], cache)
+    assert len(warnings_of(caplog)) == 1
+    assert load_cache(cache) == ({}, None)
+
+
+def test_written_atomically_with_no_temp_file_left(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "asn.json"
+    run(whois, addresses(10), cache)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asn.json"]
+    assert cache.stat().st_mode & 0o777 == 0o644
+    doc = json.loads(cache.read_text())
+    assert doc["version"] == 1 and doc["entries"]["198.18.0.0"]["looked_up"] == "2026-12-01T09:00:00Z"
+
+
+def test_missing_cache_directory_is_created(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "var" / "cache" / "reconcile" / "asn.json"
+    assert run(whois, addresses(3), cache).result == "ok"
+    assert set(load_cache(cache)[0]) == keys(addresses(3))
+
+
+def test_cache_that_cannot_be_saved_is_one_warning_not_fatal(
+    whois: WhoisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+
+    result = run(whois, addresses(3), blocker / "asn.json")
+
+    assert (result.result, result.answered) == ("ok", 3)
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and "not saved" in warnings[0] and str(blocker) in warnings[0]
+
+
+def test_entries_older_than_ttl_are_refreshed(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "asn.json"
+    old, young = addresses(5), addresses(5, start=5)
+    run(whois, old, cache, now=T0)
+    run(whois, young, cache, now=T0 + timedelta(days=3))
+
+    almost = run(whois, old + young, cache, now=T0 + TTL - timedelta(seconds=1))
+    expired = run(whois, old + young, cache, now=T0 + TTL)
+
+    assert (almost.result, almost.hits) == ("skipped", 10)
+    assert (expired.result, expired.hits, expired.looked_up) == ("ok", 5, 5)
+    assert whois.connections[-1].queries == [a.compressed for a in old]
+    refreshed = load_cache(cache)[0]
+    assert {refreshed[a.compressed].looked_up for a in old} == {T0 + TTL}
+
+
+def test_entry_from_the_future_is_refreshed(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "asn.json"
+    run(whois, addresses(2), cache, now=T0 + timedelta(days=1))
+    again = run(whois, addresses(2), cache, now=T0)  # the clock went back
+    assert (again.result, again.looked_up) == ("ok", 2)
+
+
+def test_cache_is_bounded_oldest_out_first(whois: WhoisServer, tmp_path: Path) -> None:
+    cache = tmp_path / "asn.json"
+    batches = [addresses(2, start=2 * i) for i in range(4)]
+    for hour, batch in enumerate(batches):
+        run(whois, batch, cache, now=T0 + timedelta(hours=hour), max_entries=5)
+
+    kept = load_cache(cache)[0]
+
+    assert len(kept) == 5
+    assert set(kept) == keys([batches[1][1], *batches[2], *batches[3]])
+    # the evicted ones are looked up again, the kept ones are not
+    again = run(whois, batches[0] + batches[3], cache, now=T0 + timedelta(hours=5), max_entries=5)
+    assert (again.hits, again.looked_up) == (2, 2)
+
+
+def test_name_resolution_counts_against_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # getaddrinfo has no timeout: a hanging resolver must not hold the run beyond `timeout`
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hanging_getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        calls.append(host)
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    try:
+        started = time.monotonic()
+        result = enrich(
+            addresses(3), host="whois.example", port=43, timeout=0.5, cache_file=None, ttl=TTL, now=T0
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    resolver = [t for t in threading.enumerate() if t.name == "asn-resolve"]
+    for thread in resolver:
+        thread.join(5)
+
+    assert calls == ["whois.example"]
+    assert 0.5 <= elapsed < 1.0
+    assert result.result == "failed" and result.warning is not None
+    assert "name resolution timed out" in result.warning
+    assert not any(t.is_alive() for t in resolver)

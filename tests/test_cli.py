@@ -1,0 +1,238 @@
+"""The command line: argument validation, dispatch to --check / --explain, the --report filters, start-up
+imports, and a reader of stdout that goes away (`reconcile --report | head`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconcile import check, cli, explain
+from reconcile.errors import EXIT_CONFIG
+from reconcile.plan import Action
+from reconcile.render import Selection
+from tests.cf_emulator import TOKEN, ZONE_ID
+from tests.harness import RECONCILE, Harness
+
+# What a run needs and --version does not: together ~0.2 s of imports.
+RUN_ONLY_MODULES = ("requests", "urllib3", "prometheus_client", "tabulate", "dateutil")
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the command line in-process; it must stop with exit 2 (usage). Returns stderr."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(list(argv))
+    assert stopped.value.code == EXIT_CONFIG
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A configuration that loads, with a token file, pointing at a closed loopback port."""
+    token = tmp_path / "API_TOKEN"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    path = tmp_path / "reconcile.toml"
+    path.write_text(
+        "[cloudflare]\n"
+        'api_base_url = "http://127.0.0.1:9"\n'
+        f'api_token_file = "{token}"\n'
+        f'zone_ids = ["{ZONE_ID}"]\n'
+        "[run]\n"
+        f'lock_file = "{tmp_path / "lock"}"\n'
+    )
+    return path
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.0/24", "256.1.1.1", "", "2606:4700::1111::1"])
+def test_explain_of_something_that_is_not_an_ip_is_a_usage_error(capsys, value):
+    err = usage_error(capsys, "--explain", value)
+    assert f"not an IP address: {value!r}" in err
+
+
+def test_an_invalid_ip_is_refused_before_the_configuration_is_read(capsys, tmp_path):
+    err = usage_error(capsys, "--config", str(tmp_path / "missing.toml"), "--explain", "nope")
+    assert "not an IP address" in err and "missing.toml" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--check", "--report"],
+        ["--check", "--explain", "203.0.113.7"],
+        ["--report", "--explain", "203.0.113.7"],
+    ],
+)
+def test_check_report_and_explain_exclude_each_other(capsys, argv):
+    assert "not allowed with argument" in usage_error(capsys, *argv)
+
+
+def test_unknown_action_names_it_and_the_choices(capsys):
+    err = usage_error(capsys, "--report", "--action", "add,bogus")
+    assert "'bogus'" in err
+    for action in ("add", "renew", "expire", "keep", "foreign", "skip"):
+        assert action in err
+
+
+@pytest.mark.parametrize("argv", [["--report", "--action", ","], ["--report", "--jail", " , "]])
+def test_empty_filter_lists_are_refused(capsys, argv):
+    usage_error(capsys, *argv)
+
+
+@pytest.mark.parametrize("argv", [["--action", "add"], ["--jail", "sshd"], ["--check", "--jail", "sshd"]])
+def test_filters_need_report(capsys, argv):
+    assert "add --report" in usage_error(capsys, *argv)
+
+
+def test_filters_combine_repeats_and_comma_lists():
+    args = cli.parser().parse_args(
+        [
+            "--report",
+            "--action",
+            "add, expire",
+            "--action",
+            "keep",
+            "--jail",
+            "sshd,recidive",
+            "--jail",
+            "nginx",
+        ]
+    )
+    assert cli.selection(args) == Selection(
+        actions=frozenset({Action.ADD, Action.EXPIRE, Action.KEEP}),
+        jails=frozenset({"sshd", "recidive", "nginx"}),
+    )
+    assert cli.selection(cli.parser().parse_args(["--report"])) == Selection()
+
+
+def test_explain_parses_both_families():
+    assert cli.parser().parse_args(["--explain", " 2606:4700::1111 "]).explain == ipaddress.ip_address(
+        "2606:4700::1111"
+    )
+    assert cli.parser().parse_args(["--explain", "203.0.113.7"]).explain == ipaddress.ip_address(
+        "203.0.113.7"
+    )
+
+
+# ------------------------------------------------------------------------------------- dispatch
+
+
+def test_check_is_dispatched_with_config_credentials_and_format(monkeypatch, config_file):
+    calls: list[tuple[Any, ...]] = []
+
+    def fake(config, creds, fmt):
+        calls.append((config, creds, fmt))
+        return 7
+
+    monkeypatch.setattr(check, "main", fake)
+    assert cli.main(["--config", str(config_file), "--check", "--format", "json", "-q"]) == 7
+    ((config, creds, fmt),) = calls
+    assert config.path == config_file and creds.token == TOKEN and fmt == "json"
+
+
+def test_explain_is_dispatched_with_the_parsed_address(monkeypatch, config_file):
+    calls: list[tuple[Any, ...]] = []
+
+    def fake(config, creds, ip, fmt):
+        calls.append((config, creds, ip, fmt))
+        return 0
+
+    monkeypatch.setattr(explain, "main", fake)
+    assert cli.main(["--config", str(config_file), "--explain", "2606:4700::1111", "-q"]) == 0
+    ((_config, creds, ip, fmt),) = calls
+    assert ip == ipaddress.IPv6Address("2606:4700::1111") and fmt == "table" and creds.token == TOKEN
+
+
+# -------------------------------------------------------------------------------------- start-up
+
+
+def test_version_imports_none_of_the_run_modules():
+    probe = (
+        "import sys\n"
+        "from reconcile.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0, stop.code\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("reconcile ")  # the version line, then the module list
+    loaded = set(result.stdout.split())
+    assert "reconcile.cli" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in RUN_ONLY_MODULES}
+
+
+# ------------------------------------------------------------------------------- reader goes away
+
+
+def run_into_closed_pipe(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed command with stdout a pipe whose reader has already exited, like `| head -0`.
+
+    Deterministic: every write to stdout fails with EPIPE, however small the output.
+    """
+    read_end, write_end = os.pipe()
+    reader = subprocess.run(["true"], stdin=read_end, check=True)  # reads nothing, exits: the reader
+    assert reader.returncode == 0
+    os.close(read_end)
+    config = harness.workdir / "reconcile.toml"
+    if not config.exists():
+        harness.config()
+    try:
+        result = subprocess.run(
+            [str(RECONCILE), "--config", str(config), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "CREDENTIALS_"))},
+        )
+    finally:
+        os.close(write_end)
+    harness.outputs.append(result.stderr)
+    return result
+
+
+def assert_quiet_stop(result: subprocess.CompletedProcess[str]) -> None:
+    for noise in ("BrokenPipe", "Exception ignored", "internal error", "Traceback"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_report_into_a_closed_pipe_stops_quietly_with_the_runs_code(harness: Harness):
+    harness.f2b.ban("sshd", "45.155.205.60", "45.155.205.61")
+    result = run_into_closed_pipe(harness, "--report")
+    assert result.returncode == 0
+    assert_quiet_stop(result)
+    assert "report: would write" in result.stderr  # the summary still came: the run went on
+
+
+def test_run_into_a_closed_pipe_still_applies_and_keeps_its_code(harness: Harness):
+    harness.f2b.ban("sshd", "45.155.205.60")
+    metrics = harness.workdir / "reconcile.prom"
+    harness.config(metrics={"textfile": str(metrics)})
+    result = run_into_closed_pipe(harness, "--format", "json")
+    assert result.returncode == 0
+    assert_quiet_stop(result)
+    assert "45.155.205.60" in harness.rules()
+    assert "reconcile_last_run_exit_code 0.0" in metrics.read_text()
+
+
+def test_report_filters_choose_the_rows(harness: Harness):
+    harness.f2b.ban("sshd", "45.155.205.60")
+    harness.f2b.ban("recidive", "45.155.205.61")
+    everything = json.loads(harness.run("--report", "--format", "json").stdout)
+    only_sshd = json.loads(harness.run("--report", "--format", "json", "--jail", "sshd").stdout)
+    no_expiry = json.loads(harness.run("--report", "--format", "json", "--action", "expire").stdout)
+    assert json.dumps(everything).count("45.155.205.6") >= 2
+    assert "45.155.205.60" in json.dumps(only_sshd) and "45.155.205.61" not in json.dumps(only_sshd)
+    assert "45.155.205.6" not in json.dumps(no_expiry)
