@@ -174,7 +174,7 @@ def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetim
         return checks
     checks.append(_skew(client, now))
     for scope in run_mod.scopes_of(config):
-        checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope, config.tag)))
+        checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
     checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
     return checks
 
@@ -224,8 +224,8 @@ def _skew(client: Client, now: datetime) -> Check:
     return Check(Status.OK, "clock", text)
 
 
-def _scope(client: Client, scope: Scope, tag: str) -> Check:
-    listing = run_mod.list_scope(client, scope, tag)
+def _scope(client: Client, scope: Scope) -> Check:
+    listing = run_mod.list_scope(client, scope)
     state = "" if listing.complete else " (listing incomplete)"
     status = Status.OK if listing.complete else Status.WARN
     return Check(status, f"{scope.kind} rules", f"{scope.id}: {len(listing.rules)} rules readable{state}")

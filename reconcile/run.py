@@ -16,20 +16,17 @@ from reconcile import asn, fail2ban, ranges
 from reconcile import bans as bans_mod
 from reconcile.apply import Applied, Result, apply
 from reconcile.asn import Enrichment
-from reconcile.cloudflare import Client, Credentials, IncompleteListing
+from reconcile.cloudflare import Client, IncompleteListing
 from reconcile.config import Config
+from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
-from reconcile.model import Ban, Fail2banState, Rule, RuleListing, Scope
+from reconcile.model import Ban, Fail2banState, RuleListing, Scope
 from reconcile.pacing import Pacer
 from reconcile.plan import Plan, Policy, make_plan, with_networks
 from reconcile.render import Stats
 from reconcile.safety import unsafe_reasons
 
 log = logging.getLogger(__name__)
-
-# The older per-ban scripts wrote notes like "Fail2Ban sshd" that lack the tag; a server-side filter on
-# this word finds both those and the tagged ones (the filter is a case-insensitive contains match).
-LEGACY_WORD = "fail2ban"
 
 
 @dataclass(frozen=True)
@@ -94,10 +91,6 @@ def scopes_of(config: Config) -> list[Scope]:
     return [Scope("zone", zone) for zone in config.zone_ids]
 
 
-def notes_filters(tag: str) -> list[str]:
-    return [LEGACY_WORD] if LEGACY_WORD in tag.lower() else [tag, LEGACY_WORD]
-
-
 def policy_of(config: Config) -> Policy:
     return Policy(
         tag=config.tag,
@@ -157,21 +150,20 @@ def make_client(config: Config, credentials: Credentials, pacer: Pacer, **option
     )
 
 
-def list_scope(client: Client, scope: Scope, tag: str) -> RuleListing:
-    """All candidate rules of a scope; an unreadable page marks the listing incomplete (no expiries)."""
-    rules: dict[str, Rule] = {}
-    complete = True
-    for notes_filter in notes_filters(tag):
-        try:
-            found = client.list_rules(scope, notes_filter)
-        except IncompleteListing as exc:
-            if not exc.rules:
-                # Not even the first page: Cloudflare is unreachable or refuses us, and every write would too.
-                raise exc.cause from None
-            log.error("%s", exc)
-            found, complete = list(exc.rules), False
-        rules.update((rule.id, rule) for rule in found)
-    return RuleListing(scope, tuple(rules.values()), complete)
+def list_scope(client: Client, scope: Scope) -> RuleListing:
+    """Every rule of a scope; an unreadable page marks the listing incomplete (no expiries).
+
+    Not filtered on notes: an operator's untagged rule for a banned address must be seen, or every run
+    would find it only by a create that answers 10009 (DESIGN §3). The planner tells ours from theirs.
+    """
+    try:
+        return RuleListing(scope, tuple(client.list_rules(scope)))
+    except IncompleteListing as exc:
+        if not exc.rules:
+            # Not even the first page: Cloudflare is unreachable or refuses us, and every write would too.
+            raise exc.cause from None
+        log.error("%s", exc)
+        return RuleListing(scope, exc.rules, complete=False)
 
 
 def execute(
@@ -202,7 +194,7 @@ def execute(
             return Stats(client.requests, time.monotonic() - started, client.rate_limited)
 
         try:
-            listings = [list_scope(client, scope, config.tag) for scope in scopes_of(config)]
+            listings = [list_scope(client, scope) for scope in scopes_of(config)]
             now = clock()
             plan = make_plan(bans, invalid, listings, policy_of(config), now)
             enrichment: Enrichment | None = None

@@ -19,8 +19,9 @@ import requests
 
 from reconcile import config as config_mod
 from reconcile import credentials
-from reconcile.cloudflare import Client, Credentials
+from reconcile.cloudflare import Client
 from reconcile.config import Config
+from reconcile.credentials import Credentials
 from reconcile.pacing import Pacer
 from reconcile.run import Options, Outcome, execute, make_client
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
@@ -166,12 +167,12 @@ FAULT_STEPS = {
 
 
 def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 1.0) -> None:
-    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay")."""
+    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay" and "late")."""
     if step == "later page":
         # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
         # and the fault queued behind it hits the next GET: page 2.
         cf.inject("delay", method="GET", count=1)
-    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind == "delay" else 0.0)
+    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind in ("delay", "late") else 0.0)
 
 
 def clear_faults(cf: CloudflareEmulator) -> None:
