@@ -400,7 +400,8 @@ def _for_unbanned(
     if me in note.hosts and others and live:
         # Leave: the others still ban it, so the block stays; this host only takes its name off.
         left = Lease(note.jails, others, note.since or rule.created_on or now, note.until, note.asn, note.cc)
-        leave = _write(base, Action.RENEW, f"{reason} here; {','.join(others)} still ban it", left, policy)
+        verb = "bans" if len(others) == 1 else "ban"
+        leave = _write(base, Action.RENEW, f"{reason} here; {','.join(others)} still {verb} it", left, policy)
         return replace(leave, ban=None)
     if me in note.hosts:
         return replace(

@@ -126,7 +126,7 @@ CASES = [
         [rule("45.155.205.10", SHARED_LONGER)],
         Action.RENEW,
         "web1,web2",
-        "web2 still ban it",
+        "web2 still bans it",
     ),
     (
         "leave when allowlisted here but banned elsewhere",
