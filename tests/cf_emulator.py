@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -254,7 +254,7 @@ def _spec_request(inc: _Incoming) -> _SpecRequest:
     return _SpecRequest(
         method=inc.method.lower(),
         path=API_PREFIX + inc.path,
-        body=inc.body,
+        body=cf_lists.validation_body(inc.method, inc.path, inc.body),  # rulesets quirk 4 (position)
         content_type=(inc.headers.get("Content-Type") or "").lower(),
         parameters=RequestParameters(
             query=ImmutableMultiDict(inc.query), header=Headers(list(inc.headers.items()))
@@ -874,9 +874,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
             return _error(400, E_BAD_HEADERS, "Invalid request headers")
         if auth == "bad" or (auth == "token" and self.token_status != "active"):
             return _error(403, E_AUTH, "Authentication error")
-        problems = request_problems(
-            replace(inc, body=cf_lists.validation_body(inc.method, inc.path, inc.body))
-        )
+        problems = request_problems(inc)
         if problems:
             self._violate(inc, problems)
             return _error(400, E_SCHEMA, "Request does not match the API schema: " + problems[0])

@@ -439,3 +439,37 @@ def test_valid_requests_raise_no_violation_with_every_quirk_exempted(api: Api) -
     api.ok("POST", f"{RULESETS}/{created['id']}/rules", json={**FAIL2BAN_RULE, "position": {"after": ""}})
     api.ok("PUT", ENTRYPOINT, json={"rules": [FAIL2BAN_RULE]})
     assert api.cf.violations == []
+
+
+def test_list_answers_are_checked_against_the_patched_schema() -> None:
+    """A control: the lists answers are validated (after the two patches), so a broken one is caught."""
+    from email.message import Message
+
+    from tests.cf_emulator import _Incoming, _Reply, response_problems
+
+    inc = _Incoming("GET", LISTS, True, [], Message(), None)
+    good = {"id": "a" * 32, "name": "x", "kind": "ip", "num_items": 0, "created_on": "t", "modified_on": "t"}
+    envelope = {"success": True, "errors": [], "messages": []}
+    assert response_problems(inc, _Reply(200, json.dumps({**envelope, "result": [good]}).encode())) == []
+    broken = {k: v for k, v in good.items() if k != "num_items"}
+    problems = response_problems(inc, _Reply(200, json.dumps({**envelope, "result": [broken]}).encode()))
+    assert problems and "num_items" in problems[0]
+
+
+def test_a_lost_answer_still_queues_the_operation() -> None:
+    with checked_emulator() as cf:
+        api = Api(cf)
+        list_id = api.new_list()
+        cf.inject("lost", method="POST", path=r"/items$")
+        with pytest.raises(requests.ConnectionError):
+            api.call("POST", f"{LISTS}/{list_id}/items", json=[{"ip": "192.0.2.1"}])
+        assert [o.status for o in cf.operations] == ["completed"]
+        assert [i["ip"] for i in cf.items(list_id)] == ["192.0.2.1"]
+
+
+def test_position_is_exempt_under_a_fault_too(api: Api) -> None:
+    seeded = api.cf.seed_entrypoint(ZONE_ID, OPERATOR_RULES)
+    api.cf.inject("503", method="POST", path=r"/rules$")
+    r = api.call("POST", f"{RULESETS}/{seeded['id']}/rules", json={**FAIL2BAN_RULE, "position": {"index": 1}})
+    assert r.status_code == 503 and api.cf.violations == []
+    assert len(api.cf.zone_rules(ZONE_ID)) == 2
