@@ -15,7 +15,7 @@ from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
-from reconcile import fail2ban, ranges
+from reconcile import fail2ban, lock, ranges
 from reconcile import run as run_mod
 from reconcile.bans import merge
 from reconcile.cloudflare import Client
@@ -157,7 +157,7 @@ def _paths(config: Config) -> list[Check]:
         wanted.append(("ASN cache", config.asn_cache_file, "[enrich] cache_file"))
     checks = []
     for name, path, key in wanted:
-        problem = _writable_dir(path)
+        problem = lock.location_problem(path) if key == "[run] lock_file" else _writable_dir(path)
         if problem is None:
             checks.append(Check(Status.OK, f"{name} path", f"{path} can be written"))
         else:
@@ -172,10 +172,11 @@ def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetim
     checks = [_token(creds, client, now)]
     if checks[0].status is Status.FAIL:
         return checks
-    checks.append(_skew(client, now))
     for scope in run_mod.scopes_of(config):
         checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
     checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
+    # Last: by now some answer carried a Date header, whatever the credentials.
+    checks.insert(1, _skew(client, now))
     return checks
 
 

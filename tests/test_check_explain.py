@@ -157,3 +157,13 @@ def test_token_expiring_soon_is_a_warning(harness: Harness) -> None:
     harness.cf.token_expires_on = datetime.now(UTC) + timedelta(days=3)
     code, checks = checks_json(harness)
     assert code == 0 and checks["token"]["status"] == "warn"
+
+
+def test_check_fails_a_lock_directory_others_can_write(harness: Harness) -> None:
+    shared = harness.workdir / "shared-lock-dir"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /run/lock: every run would refuse it
+    harness.config(run={"lock_file": str(shared / "lock")})
+    code, checks = checks_json(harness)
+    assert code == 1 and checks["lock path"]["status"] == "fail"
+    assert "group or others can write" in checks["lock path"]["found"]
