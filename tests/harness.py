@@ -19,10 +19,10 @@ import requests
 
 from reconcile import config as config_mod
 from reconcile import credentials
-from reconcile.cloudflare import Client
 from reconcile.config import Config
 from reconcile.credentials import Credentials
 from reconcile.pacing import Pacer
+from reconcile.rules import Client
 from reconcile.run import Options, Outcome, execute, make_client
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B
