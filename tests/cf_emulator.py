@@ -9,6 +9,8 @@ Besides the rules: `GET /user/tokens/verify` (token status and expiry configurab
 (Cloudflare's ranges, configurable). Every answer's `Date` header comes from the emulator's clock plus
 `date_offset`, for clock-skew checks. Paging like a less obliging server: `clamp_per_page` serves and
 reports at most that many rules a page, `ignore_page` answers every page with the first one.
+
+Account IP lists (asynchronous bulk operations) and zone WAF entry-point rulesets: tests/cf_lists.py.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import pytest
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from tests import cf_lists
 
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
 ZONE_ID_2 = "9a7806061c88ada191ed06f989cc3dac"
@@ -221,6 +225,7 @@ def _prepared_spec() -> dict[str, Any]:
     zone_patch = spec["paths"]["/zones/{zone_id}/firewall/access_rules/rules/{identifier}"]["patch"]
     account_item = spec["paths"]["/accounts/{account_identifier}/firewall/access_rules/rules/{identifier}"]
     account_item["patch"]["requestBody"] = copy.deepcopy(zone_patch["requestBody"])
+    cf_lists.prepare_spec(spec)  # the lists and rulesets quirks
     return spec
 
 
@@ -251,7 +256,7 @@ def _spec_request(inc: _Incoming) -> _SpecRequest:
     return _SpecRequest(
         method=inc.method.lower(),
         path=API_PREFIX + inc.path,
-        body=inc.body,
+        body=cf_lists.validation_body(inc.method, inc.path, inc.body),  # rulesets quirk 4 (position)
         content_type=(inc.headers.get("Content-Type") or "").lower(),
         parameters=RequestParameters(
             query=ImmutableMultiDict(inc.query), header=Headers(list(inc.headers.items()))
@@ -433,7 +438,7 @@ def _matches(rule: dict[str, Any], filters: dict[str, str], match_any: bool) -> 
 # ------------------------------------------------------------------------------------------ emulator
 
 
-class CloudflareEmulator:
+class CloudflareEmulator(cf_lists.ListsHelpers):
     """IP Access Rules at zone and account level, served on 127.0.0.1. See the module docstring."""
 
     def __init__(
@@ -456,6 +461,9 @@ class CloudflareEmulator:
         cloudflare_ipv4: Iterable[str] = CLOUDFLARE_IPV4,
         cloudflare_ipv6: Iterable[str] = CLOUDFLARE_IPV6,
         date_offset: float = 0.0,
+        list_operation_delay: float = 0.0,
+        busy_429: bool = True,
+        list_capacity_limit: int = cf_lists.DEFAULT_CAPACITY,
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
@@ -465,9 +473,10 @@ class CloudflareEmulator:
             raise ValueError(f"token_status must be one of {TOKEN_STATUSES}")
         self._tokens = frozenset(tokens)
         self._email_keys = frozenset((email.lower(), key) for email, key in email_keys)
+        zones_list, accounts_list = list(zones), list(accounts)
         self._scopes: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
-            **{("zone", z): {} for z in zones},
-            **{("account", a): {} for a in accounts},
+            **{("zone", z): {} for z in zones_list},
+            **{("account", a): {} for a in accounts_list},
         }
         # (target, normalised value) -> rule id per scope: duplicate checks stay O(1) with 10,000s of rules.
         self._keys: dict[tuple[str, str], dict[tuple[str, str], str]] = {scope: {} for scope in self._scopes}
@@ -499,6 +508,16 @@ class CloudflareEmulator:
         self._window_count = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Account IP lists and zone rulesets (tests/cf_lists.py); its options are attributes there.
+        self.lists_state = cf_lists.ListsState(
+            accounts=accounts_list,
+            zones=zones_list,
+            clock=self._elapsed,
+            now=self.now,
+            operation_delay=list_operation_delay,
+            busy_429=busy_429,
+            capacity_limit=list_capacity_limit,
+        )
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -734,6 +753,8 @@ class CloudflareEmulator:
         ):
             route = None  # e.g. GET of one rule: cut from the schema subset, so no route here either
         other = _OTHER.get((inc.method, inc.path)) if inc.prefixed else None
+        if other is None and inc.prefixed and cf_lists.route(inc.method, inc.path) is not None:
+            other = "lists"  # account lists and zone rulesets: answered by tests/cf_lists.py
         with self._lock:
             limited = self._rate_check()
             fault = None if limited is not None else self._take_fault(inc.method, inc.path)
@@ -814,7 +835,9 @@ class CloudflareEmulator:
         return self._delete(kind, scope_id, rule_id)
 
     def _answer_other(self, inc: _Incoming, other: str, auth: str) -> _Reply:
-        """GET /ips (public) and GET /user/tokens/verify (API tokens only)."""
+        """GET /ips (public) and GET /user/tokens/verify (API tokens only); lists and rulesets."""
+        if other == "lists":
+            return self._answer_lists(inc, auth)
         if other == "verify":
             if auth in ("none", "malformed", "key"):
                 return _error(400, E_BAD_HEADERS, "Invalid request headers")
@@ -844,6 +867,25 @@ class CloudflareEmulator:
             else []
         )
         return _json_reply(200, {**_envelope(token), "messages": messages})
+
+    def _answer_lists(self, inc: _Incoming, auth: str) -> _Reply:
+        """Account lists and zone rulesets: auth and schema as for the rules, then tests/cf_lists.py."""
+        found = cf_lists.route(inc.method, inc.path)
+        assert found is not None
+        if auth in ("none", "malformed"):
+            return _error(400, E_BAD_HEADERS, "Invalid request headers")
+        if auth == "bad" or (auth == "token" and self.token_status != "active"):
+            return _error(403, E_AUTH, "Authentication error")
+        problems = request_problems(inc)
+        if problems:
+            self._violate(inc, problems)
+            return _error(400, E_SCHEMA, "Request does not match the API schema: " + problems[0])
+        try:
+            body = json.loads(inc.body) if inc.body else None
+        except ValueError:
+            body = None  # a body the schema check let through (on a GET, say) is not read
+        status, doc = self.lists_state.handle(found[0], found[1], inc.method, dict(inc.query), body)
+        return _json_reply(status, doc)
 
     # ------------------------------------------------------------------------------- handlers
 
