@@ -18,18 +18,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 from urllib.parse import quote
 
 from reconcile import waf
-from reconcile.apply import Applied, Outcome, Result
+from reconcile.apply import Applied, Outcome, Result, apply
 from reconcile.backend import OVER_CAPACITY
 from reconcile.config import Config
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
 from reconcile.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.notes import parse_note
 from reconcile.plan import Action, Change, OwnerKind, Plan, Policy, is_allowlisted, make_plan, owner_of
-from reconcile.transport import ApiError, Transport, show, timestamp
+from reconcile.rules import Client, list_scope
+from reconcile.safety import MIN_MANAGED
+from reconcile.transport import ApiError, show, timestamp
 
 log = logging.getLogger("reconcile.cloudflare")
 
@@ -202,6 +205,38 @@ def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted
     return Fitted(replace(plan, changes=changes), expiries_first=True)
 
 
+def retire(
+    plan: Plan,
+    bans: Sequence[Ban],
+    rules: Sequence[RuleListing],
+    policy: Policy,
+    now: datetime,
+    fraction: float,
+) -> Plan:
+    """This host's IP Access Rules, once the list is enforced: planned as if it banned there only what the
+    list has no room for (those rules stay), never adding a rule; at most `fraction` of a scope's managed
+    rules go per run, so the safety guard never has to refuse the list's own sync for them."""
+    overflow = {c.ip for c in plan.changes if c.reason == OVER_CAPACITY}
+    kept = [b for b in bans if item_network(b.ip).network_address in overflow]
+    retired = make_plan(kept, [], rules, policy, now)
+    changes: list[Change] = []
+    for listing in rules:
+        managed = retired.managed.get(listing.scope, 0)
+        room = len(listing.rules) if managed < MIN_MANAGED else int(Fraction(repr(fraction)) * managed)
+        expiring = sorted(
+            (c for c in retired.changes if c.scope == listing.scope and c.action is Action.EXPIRE),
+            key=lambda c: c.value,
+        )
+        later = {id(c) for c in expiring[room:]}
+        for c in retired.changes:
+            if c.scope != listing.scope or c.action is Action.ADD:
+                continue
+            if id(c) in later:
+                c = replace(c, action=Action.KEEP, reason="the list blocks it; the rule goes in a later run")
+            changes.append(c)
+    return replace(retired, changes=tuple(changes))
+
+
 def _since(change: Change) -> float:
     return change.ban.since.timestamp() if change.ban is not None else 0.0
 
@@ -210,11 +245,17 @@ def _since(change: Change) -> float:
 
 
 class ListBackend:
-    """backend.Backend for an account IP list, over the run's transport (pacing, retries, 429)."""
+    """backend.Backend for an account IP list, over the run's client (its transport: pacing, retries, 429).
+
+    Switching from the rules backend: once every zone of `zone_ids` enforces the list (its WAF rule was
+    there when the run started), this host's IP Access Rules in those zones are planned as if it banned
+    nothing there: a rule of its own goes, a shared one is left (the other hosts keep theirs). Those
+    changes pass the same safety guard and report as any expiry; they are sent after the list is written.
+    """
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Client,
         config: Config,
         *,
         sleep: Callable[[float], None] = time.sleep,
@@ -229,6 +270,7 @@ class ListBackend:
         self._listed = 0
         self._rules: tuple[Rule, ...] = ()
         self._expiries_first = False
+        self._unenforced: tuple[str, ...] | None = None  # read in listings(), None: not read
 
     @property
     def requests(self) -> int:
@@ -251,7 +293,15 @@ class ListBackend:
         self.list_id = self._find_or_create()
         rules, complete = self._items()
         self._rules, self._listed = tuple(rules), len(rules)
-        return [RuleListing(self.scope, self._rules, complete)]
+        listings = [RuleListing(self.scope, self._rules, complete)]
+        if self.config.waf_rule != "off":
+            self._unenforced = waf.enforce(
+                self.transport, self.config.zone_ids, self.config.list_name, self.config.mode, "check"
+            )
+            if not self._unenforced:
+                # The list blocks in every zone: the rules this host made there can go (see the class).
+                listings += [list_scope(self.transport, Scope("zone", z)) for z in self.config.zone_ids]
+        return listings
 
     def _find_or_create(self) -> str:
         name = self.config.list_name
@@ -333,15 +383,37 @@ class ListBackend:
         now: datetime,
     ) -> Plan:
         grouped, groups = group_bans(bans, policy.allowlist)
-        plan = make_plan(grouped, invalid, listings, policy, now)
+        ours = [listing for listing in listings if listing.scope.kind == "list"]
+        plan = make_plan(grouped, invalid, ours, policy, now)
         plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
         fitted = fit_capacity(plan, self._listed, self.config.list_capacity, policy.host_id)
         self._expiries_first = fitted.expiries_first
-        return fitted.plan
+        retiring = [listing for listing in listings if listing.scope.kind != "list"]
+        if not retiring:
+            return fitted.plan
+        retired = retire(fitted.plan, bans, retiring, policy, now, self.config.max_expire_fraction)
+        return Plan(
+            fitted.plan.changes + retired.changes,
+            {**fitted.plan.managed, **retired.managed},
+            fitted.plan.incomplete + retired.incomplete,
+        )
 
     # --- writing ---
 
     def apply(self, plan: Plan) -> Applied:
+        mine = Plan(tuple(c for c in plan.changes if c.scope == self.scope))
+        applied = self._apply_list(mine)
+        rules = Plan(tuple(c for c in plan.changes if c.scope is not None and c.scope.kind == "zone"))
+        if not rules.writes():
+            return applied
+        if applied.stopped is not None or applied.count(Result.FAILED):
+            # The rules go only once the list holds what they blocked.
+            left = tuple(Outcome(c, Result.PENDING) for c in rules.writes())
+            return Applied(applied.outcomes + left, applied.stopped)
+        retired = apply(rules, self.transport, self.config.mode)
+        return Applied(applied.outcomes + retired.outcomes, retired.stopped)
+
+    def _apply_list(self, plan: Plan) -> Applied:
         writes = plan.writes()
         upserts = [c for c in writes if c.action in (Action.ADD, Action.RENEW)]
         deletes = [c for c in writes if c.action is Action.EXPIRE]
@@ -405,8 +477,10 @@ class ListBackend:
             delay = min(delay * 2, POLL_MAX)
 
     def enforcement(self) -> tuple[str, ...]:
-        if self.config.waf_rule == "off":
-            return ()
+        if self.config.waf_rule == "off" or self._unenforced == ():
+            return ()  # not asked, or every zone enforced the list when the run began
+        if self.config.waf_rule == "check" and self._unenforced is not None:
+            return self._unenforced
         try:
             return waf.enforce(
                 self.transport,

@@ -384,3 +384,35 @@ def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path
     refused = harness.run()
     assert refused.returncode == 3 and "refusing to expire 10 of 20" in refused.stderr
     assert len(harness.items()) == 20
+
+
+@integration
+def test_switching_from_rules_keeps_every_block_until_the_list_is_enforced(harness: Harness) -> None:
+    ips = addresses(12)
+    shared = ips[0]
+    harness.cf.add_rule(
+        "zone",
+        ZONE_ID,
+        "ip",
+        shared,
+        notes=f"{TAG} jail=sshd host=web2 since=2026-11-21T00:00:00Z until=2099-01-01T00:00:00Z",
+    )
+    harness.f2b.ban("sshd", *ips)
+    harness.config()
+    assert harness.run().returncode == 0
+    assert set(harness.rules()) == set(ips)
+    harness.list_config()
+    unenforced = harness.run()
+    assert unenforced.returncode == 1 and set(harness.items()) == set(ips)
+    assert set(harness.rules()) == set(ips)  # no WAF rule yet: the rules still block
+    enforced(harness)
+    counts = []
+    for _ in range(8):
+        result = harness.run()
+        assert result.returncode == 0, result.stderr
+        assert set(harness.items()) == set(ips)
+        counts.append(len(harness.rules()))
+    assert counts[0] == 12 - 3  # at most max_expire_fraction of them per run: the guard never refuses
+    assert counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    (left,) = harness.rules().values()
+    assert left["configuration"]["value"] == shared and "host=web2 " in left["notes"]  # web2's, web1 left it
