@@ -8,12 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from reconcile import config as config_mod
 from reconcile import render
 from reconcile.apply import Result
 from reconcile.config import Config
 from reconcile.credentials import Credentials
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ConfigError
 from reconcile.model import BanEntry, Fail2banState
 from reconcile.plan import Action
 from reconcile.run import Options, Outcome, execute, exit_code
@@ -101,3 +103,64 @@ def test_a_report_writes_nothing_and_asks_no_enforcement(tmp_path: Path) -> None
     fake = FakeBackend(unenforced=("never asked",))
     outcome = run(tmp_path, fake, *IPS, report=True)
     assert fake.rules == {} and outcome.applied is None and outcome.exit_code == EXIT_OK
+
+
+# --- [cloudflare] backend keys ----------------------------------------------------------------------------
+
+ACCOUNT = "01a7362d577a6c3019a474fd6f485823"
+ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
+
+
+def load(tmp_path: Path, **cloudflare: object) -> Config:
+    return config_mod.from_mapping(
+        {"cloudflare": cloudflare},
+        tmp_path / "c.toml",
+        zone_id_reader=lambda path: (_ for _ in ()).throw(FileNotFoundError(path)),
+    )
+
+
+def test_backend_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path, zone_ids=[ZONE])
+    assert (cfg.backend, cfg.list_name, cfg.list_capacity, cfg.waf_rule) == (
+        "rules",
+        "fail2ban",
+        10000,
+        "check",
+    )
+
+
+def test_the_list_backend_takes_account_id_and_zone_ids_together(tmp_path: Path) -> None:
+    cfg = load(tmp_path, backend="list", account_id=ACCOUNT, zone_ids=[ZONE], list_capacity=50)
+    assert (cfg.account_id, cfg.zone_ids, cfg.list_capacity) == (ACCOUNT, (ZONE,), 50)
+    off = load(tmp_path, backend="list", account_id=ACCOUNT, waf_rule="off")
+    assert off.zone_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"backend": "lists", "zone_ids": [ZONE]}, "[cloudflare] backend: must be one of rules, list"),
+        ({"backend": "list", "zone_ids": [ZONE]}, '[cloudflare] account_id: required with backend = "list"'),
+        ({"backend": "list", "account_id": ACCOUNT}, "[cloudflare] zone_ids: no zone for the WAF rule"),
+        (
+            {"account_id": ACCOUNT, "zone_ids": [ZONE]},
+            "[cloudflare] zone_ids: set either zone_ids or account_id",
+        ),
+        ({"zone_ids": [ZONE], "list_name": "Fail2ban"}, "[cloudflare] list_name: 'Fail2ban' must be 1-50"),
+        ({"zone_ids": [ZONE], "list_name": "x" * 51}, "[cloudflare] list_name"),
+        ({"zone_ids": [ZONE], "list_name": "fail2ban\n"}, "[cloudflare] list_name"),
+        ({"zone_ids": [ZONE], "list_capacity": 0}, "[cloudflare] list_capacity: must be greater than zero"),
+        (
+            {"zone_ids": [ZONE], "list_capacity": 2_000_000},
+            "[cloudflare] list_capacity: 2000000 is too large",
+        ),
+        ({"zone_ids": [ZONE], "list_capacity": 1.5}, "[cloudflare] list_capacity: must be a whole number"),
+        ({"zone_ids": [ZONE], "waf_rule": "add"}, "[cloudflare] waf_rule: must be one of check, create, off"),
+    ],
+)
+def test_bad_backend_keys_are_exit_2_naming_the_key(
+    tmp_path: Path, keys: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, **keys)
+    assert message in str(raised.value) and raised.value.exit_code == 2
