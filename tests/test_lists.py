@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.backend import OVER_CAPACITY
-from reconcile.lists import fit_capacity, foreign_cover, group_bans, item_rule, label_networks
+from reconcile.lists import fit_capacity, foreign_cover, group_bans, item_rule, label_networks, retire
 from reconcile.model import Ban, Rule, RuleListing, Scope
 from reconcile.notes import Lease, format_note
 from reconcile.plan import Action, Plan, Policy, make_plan
@@ -144,6 +144,29 @@ def test_a_full_list_of_others_skips_every_add_and_an_overfull_list_is_not_shrun
     assert by_value(fitted.plan)["45.155.206.1"] == (Action.SKIP, OVER_CAPACITY)
 
 
+def test_retiring_rules_keeps_the_rule_of_a_ban_the_list_has_no_room_for() -> None:
+    zone = Scope("zone", "a" * 32)
+    rules = [
+        Rule(
+            f"{i:032x}",
+            zone,
+            "ip",
+            ip,
+            "block",
+            format_note(TAG, Lease(("sshd",), ("web1",), NOW, None)) or "",
+        )
+        for i, ip in enumerate(("45.155.206.1", "45.155.206.2", "2a06:4880:1:2::7"))
+    ]
+    bans = [ban("45.155.206.1", 1), ban("45.155.206.2", 9), ban("2a06:4880:1:2::7", 9)]
+    fitted = fit_capacity(plan_of(bans, []), listed=0, capacity=1, host_id="web1").plan
+    assert by_value(fitted)["45.155.206.2"] == (Action.SKIP, OVER_CAPACITY)
+    retired = retire(fitted, bans, [RuleListing(zone, tuple(rules))], POLICY, NOW, 1.0)
+    got = {c.value: c.action for c in retired.changes}
+    assert got["45.155.206.1"] is Action.EXPIRE  # the list blocks it now
+    assert got["45.155.206.2"] is not Action.EXPIRE and got["2a06:4880:1:2::7"] is not Action.EXPIRE
+    assert Action.ADD not in got.values()
+
+
 # --- the installed command, a real fail2ban, the emulator's account list --------------------------------
 
 integration = pytest.mark.fail2ban
@@ -226,6 +249,7 @@ def test_foreign_items_are_never_touched_also_under_force(harness: Harness) -> N
 
 @integration
 def test_capacity_50_with_60_bans_keeps_the_50_newest(harness: Harness) -> None:
+    harness.cf.lists_state.capacity_limit = 50  # Cloudflare fails an operation that would go over
     old, new = addresses(10, "45.160"), addresses(50, "45.161")
     harness.f2b.ban("sshd", *old)
     time.sleep(1.1)  # fail2ban's times have second precision: the later bans are newer
@@ -246,6 +270,7 @@ def test_capacity_50_with_60_bans_keeps_the_50_newest(harness: Harness) -> None:
     assert again.returncode == 0, again.stderr
     items = harness.items()
     assert len(items) == 50 and "45.162.0.1" in items and len(set(items) & set(new)) == 49
+    assert [w.method for w in harness.cf.writes()][-2:] == ["DELETE", "POST"]  # room first, at capacity
 
 
 @integration
