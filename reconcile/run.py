@@ -26,7 +26,8 @@ from reconcile.model import Ban, Fail2banState, Scope
 from reconcile.pacing import Pacer
 from reconcile.plan import Plan, Policy, with_networks
 from reconcile.render import Stats
-from reconcile.rules import Client, RulesBackend, list_scope
+from reconcile.rules import Client, RulesBackend
+from reconcile.rules import list_scope as list_scope  # check.py reads a scope the way a run does
 from reconcile.safety import unsafe_reasons
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,6 @@ def make_backend(config: Config, client: Client) -> Backend:
 
         return ListBackend(client, config)
     return RulesBackend(client, scopes_of(config), config.mode)
-
-
-__all__ = ["list_scope"]  # re-exported: check.py reads a scope the way a run does
 
 
 def execute(
