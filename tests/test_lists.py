@@ -199,6 +199,12 @@ def test_2000_bans_from_empty_in_at_most_20_requests(harness: Harness) -> None:
     assert [w.method for w in writes] == ["POST", "POST", "POST"]  # the list, then 1,000 items twice
     assert all(len(w.body) <= 1000 for w in writes[1:])
     assert "2000 added" in result.stderr
+    harness.cf.clear_log()
+    steady = harness.run()
+    assert steady.returncode == 0 and "2000 kept" in steady.stderr and harness.cf.writes() == []
+    pages = [r.query for r in harness.cf.requests if r.path.endswith("/items")]
+    assert len(pages) == 4 and all(q["per_page"] == "500" for q in pages)  # by the cursor, 500 a page
+    assert "cursor" not in pages[0] and all("cursor" in q for q in pages[1:])
 
 
 @integration
