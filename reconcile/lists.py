@@ -133,6 +133,25 @@ def label_networks(plan: Plan, groups: set[IPAddress]) -> Plan:
     return replace(plan, changes=tuple(changes))
 
 
+def spare_allowlisted(plan: Plan, allowlist: Sequence[Network]) -> Plan:
+    """No /64 is written that would block an allowlisted address inside it: its ban is skipped instead
+    (an item listed already is kept as it is, not renewed)."""
+    if not any(net.version == 6 for net in allowlist):
+        return plan
+    changes = []
+    for c in plan.changes:
+        writes = c.action in (Action.ADD, Action.RENEW)
+        if writes and c.ban is not None and c.ip is not None and c.ip.version == 6:
+            mine = item_network(c.ip)
+            inside = next((n for n in allowlist if n.version == 6 and n.overlaps(mine)), None)
+            if inside is not None:
+                reason = f"its /64 holds allowlisted {inside}"
+                c = replace(c, action=Action.SKIP if c.rule is None else Action.KEEP, reason=reason)
+                c = replace(c, lease=None, notes="")
+        changes.append(c)
+    return replace(plan, changes=tuple(changes))
+
+
 def foreign_cover(plan: Plan, rules: Sequence[Rule], tag: str) -> Plan:
     """An add that a foreign wider CIDR item already covers is foreign: an upsert must never shadow it."""
     foreign = []
@@ -386,6 +405,7 @@ class ListBackend:
         ours = [listing for listing in listings if listing.scope.kind == "list"]
         plan = make_plan(grouped, invalid, ours, policy, now)
         plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
+        plan = spare_allowlisted(plan, policy.allowlist)
         fitted = fit_capacity(plan, self._listed, self.config.list_capacity, policy.host_id)
         self._expiries_first = fitted.expiries_first
         retiring = [listing for listing in listings if listing.scope.kind != "list"]

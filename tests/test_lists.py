@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from reconcile.backend import OVER_CAPACITY
-from reconcile.lists import fit_capacity, foreign_cover, group_bans, item_rule, label_networks, retire
+from reconcile.lists import (
+    fit_capacity,
+    foreign_cover,
+    group_bans,
+    item_rule,
+    label_networks,
+    retire,
+    spare_allowlisted,
+)
 from reconcile.model import Ban, Rule, RuleListing, Scope
 from reconcile.notes import Lease, format_note
 from reconcile.plan import Action, Plan, Policy, make_plan
@@ -74,6 +82,17 @@ def test_a_permanent_ban_makes_the_64_permanent_and_an_allowlisted_address_stays
         ("2a06:4880:1:2::", None),
         ("2a06:4880:9::1", NOW + timedelta(hours=1)),
     }
+
+
+def test_a_64_holding_an_allowlisted_address_is_never_written() -> None:
+    allow = (ipaddress.ip_network("2a06:4880:1:2::5/128"),)
+    bans = [ban("2a06:4880:1:2::7"), ban("2a06:4880:1:3::7")]
+    grouped, groups = group_bans(bans, allow)
+    planned = make_plan(grouped, [], [RuleListing(LIST, ())], POLICY, NOW)
+    plan = spare_allowlisted(label_networks(planned, groups), allow)
+    got = by_value(plan)
+    assert got["2a06:4880:1:2::/64"] == (Action.SKIP, "its /64 holds allowlisted 2a06:4880:1:2::5/128")
+    assert got["2a06:4880:1:3::/64"][0] is Action.ADD
 
 
 def test_the_64_item_stays_while_one_address_is_banned_and_goes_when_none_is() -> None:
@@ -447,3 +466,13 @@ def test_switching_from_rules_keeps_every_block_until_the_list_is_enforced(harne
     assert counts[-1] == 1 and counts == sorted(counts, reverse=True)
     (left,) = harness.rules().values()
     assert left["configuration"]["value"] == shared and "host=web2 " in left["notes"]  # web2's, web1 left it
+
+
+@integration
+def test_a_64_with_an_allowlisted_address_is_not_pushed(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "2a06:4880:1:2::7", "45.155.205.1")
+    enforced(harness)
+    harness.list_config(policy={"host_id": "web1", "allowlist": ["2a06:4880:1:2::5/128"]})
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert list(harness.items()) == ["45.155.205.1"] and "1 skipped" in result.stderr
