@@ -12,13 +12,13 @@ from reconcile.model import Rule, Scope, rule_target
 from reconcile.plan import Action, Change, Plan
 
 if TYPE_CHECKING:  # the client module pulls in requests; the core does not need it to run
-    from reconcile.cloudflare import Created
+    from reconcile.rules import Created
 
 log = logging.getLogger(__name__)
 
 
 class RuleWriter(Protocol):
-    """What apply needs of cloudflare.Client."""
+    """What apply needs of rules.Client."""
 
     def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Created: ...
     def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule | None: ...

@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from reconcile import __version__
 from reconcile.apply import Result
 from reconcile.atomic import write_atomically
+from reconcile.backend import OVER_CAPACITY
 from reconcile.config import Config
 from reconcile.plan import WRITE_ORDER
 from reconcile.run import Outcome
@@ -66,8 +67,10 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     planned: dict[tuple[str, ...], int] = {}
     applied: dict[tuple[str, ...], int] = {}
     pending = 0
+    over_capacity = 0
     plan = outcome.plan
     if plan is not None:
+        over_capacity = sum(1 for c in plan.changes if c.reason == OVER_CAPACITY)
         rules = {(owner,): 0 for owner in OWNERS}
         rules.update(Counter((c.owner.label(config.host_id),) for c in plan.changes if c.owner is not None))
         planned = {(str(action),): count for action, count in plan.counts().items()}
@@ -119,6 +122,11 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             "reconcile_pending_changes",
             "Planned writes not done (not reached, failed or refused): left for the next run",
             pending,
+        ),
+        _gauge(
+            "reconcile_over_capacity",
+            "Bans the last run did not push because the IP list was full (backend list; newest bans win)",
+            over_capacity,
         ),
     ]
     found = outcome.enrichment

@@ -19,12 +19,12 @@ import requests
 
 from reconcile import config as config_mod
 from reconcile import credentials
-from reconcile.cloudflare import Client
 from reconcile.config import Config
 from reconcile.credentials import Credentials
 from reconcile.pacing import Pacer
+from reconcile.rules import Client
 from reconcile.run import Options, Outcome, execute, make_client
-from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
+from tests.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B
 
 RECONCILE = Path(sys.executable).with_name("reconcile")
@@ -105,6 +105,19 @@ class Harness:
         )
         self.outputs += [result.stdout, result.stderr]
         return result
+
+    def list_config(self, **sections: Mapping[str, Any]) -> Path:
+        """The config with `backend = "list"` on the emulator's account, the WAF rule checked in ZONE_ID."""
+        cloudflare = {"backend": "list", "account_id": ACCOUNT_ID, "zone_ids": [ZONE_ID]}
+        cloudflare.update(sections.pop("cloudflare", {}))
+        return self.config(cloudflare=cloudflare, **sections)
+
+    def items(self, name: str = "fail2ban") -> dict[str, dict[str, Any]]:
+        """The items of the account's list `name` by `ip` ({} when there is no such list)."""
+        for found in self.cf.lists(ACCOUNT_ID):
+            if found["name"] == name:
+                return {item["ip"]: item for item in self.cf.items(found["id"], account_id=ACCOUNT_ID)}
+        return {}
 
     def rules(self) -> dict[str, dict[str, Any]]:
         """The zone's rules by IP value."""
