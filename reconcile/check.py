@@ -15,13 +15,14 @@ from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
-from reconcile import fail2ban, lock, ranges
+from reconcile import fail2ban, lock, ranges, waf
 from reconcile import run as run_mod
 from reconcile.bans import merge
 from reconcile.cloudflare import Client
 from reconcile.config import Config
 from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.lists import ListBackend
 from reconcile.model import Fail2banState, Scope
 from reconcile.pacing import Pacer
 
@@ -172,8 +173,13 @@ def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetim
     checks = [_token(creds, client, now)]
     if checks[0].status is Status.FAIL:
         return checks
-    for scope in run_mod.scopes_of(config):
-        checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
+    if config.backend == "list":
+        checks.append(_attempt("IP list", partial(_list, client, config)))
+        if config.waf_rule != "off":
+            checks += _waf(client, config)
+    else:
+        for scope in run_mod.scopes_of(config):
+            checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
     checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
     # Last: by now some answer carried a Date header, whatever the credentials.
     checks.insert(1, _skew(client, now))
@@ -230,6 +236,40 @@ def _scope(client: Client, scope: Scope) -> Check:
     state = "" if listing.complete else " (listing incomplete)"
     status = Status.OK if listing.complete else Status.WARN
     return Check(status, f"{scope.kind} rules", f"{scope.id}: {len(listing.rules)} rules readable{state}")
+
+
+def _list(client: Client, config: Config) -> Check:
+    listing = ListBackend(client, config).existing()
+    name = config.list_name
+    if listing is None:
+        return Check(
+            Status.WARN,
+            "IP list",
+            f"account {config.account_id} has no list {name!r} yet",
+            "nothing to do: the first run creates it",
+        )
+    count, capacity = len(listing.rules), config.list_capacity
+    found = f"list {name!r}: {count} items readable, room for {capacity}"
+    if not listing.complete:
+        return Check(Status.WARN, "IP list", found + " (listing incomplete)")
+    if count >= capacity:
+        return Check(
+            Status.WARN, "IP list", found + ": full", "raise [cloudflare] list_capacity if the plan allows"
+        )
+    return Check(Status.OK, "IP list", found)
+
+
+def _waf(client: Client, config: Config) -> list[Check]:
+    checks = []
+    rule = f"(ip.src in ${config.list_name}), action {config.mode}"
+    for zone in config.zone_ids:
+        problems = waf.enforce(client, (zone,), config.list_name, config.mode, "check")
+        if problems:
+            todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
+            checks.append(Check(Status.FAIL, "WAF rule", "; ".join(problems), todo))
+        else:
+            checks.append(Check(Status.OK, "WAF rule", f"zone {zone} enforces the list: {rule}"))
+    return checks
 
 
 def _ranges(client: Client) -> Check:

@@ -6,8 +6,9 @@ the `configuration.value` filter), plans with the same pure planner, and changes
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from reconcile.bans import merge
 from reconcile.config import Config
 from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.lists import ListBackend, item_network
 from reconcile.model import BanEntry, IPAddress, Rule, RuleListing
 from reconcile.notes import format_time, parse_note
 from reconcile.pacing import Pacer
@@ -58,11 +60,18 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
     listings: list[RuleListing] = []
     pacer = Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     with run_mod.make_client(config, creds, pacer) as client:
-        for scope in run_mod.scopes_of(config):
-            try:
-                listings.append(RuleListing(scope, tuple(client.find_rules(scope, ip.compressed))))
-            except ReconcileError as exc:
-                problems.append(f"{scope}: {exc}")
+        backend = ListBackend(client, config) if config.backend == "list" else None
+        try:
+            if backend is not None:
+                # The list is read whole (its API has no value filter); only what covers `ip` is shown.
+                found = backend.existing()
+                if found is not None:
+                    listings.append(replace(found, rules=tuple(r for r in found.rules if _covers(r, ip))))
+            else:
+                for scope in run_mod.scopes_of(config):
+                    listings.append(RuleListing(scope, tuple(client.find_rules(scope, ip.compressed))))
+        except ReconcileError as exc:
+            problems.append(f"Cloudflare: {exc}")
     covering = []
     for listing in listings:
         for rule in listing.rules:
@@ -72,9 +81,23 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
                 until = format_time(note.until) if note.until else "permanent"
             covering.append(Covering(rule, owner_of(rule, note), until))
     bans, _ = merge(entries)
-    plan = make_plan(bans, [], listings, run_mod.policy_of(config), now)
-    changes = tuple(c for c in plan.changes if c.ip == ip)
+    policy = run_mod.policy_of(config)
+    if backend is not None:
+        plan = backend.plan(bans, [], listings, policy, now)
+        key = item_network(ip).network_address  # an IPv6 address is planned as its /64
+    else:
+        plan, key = make_plan(bans, [], listings, policy, now), ip
+    changes = tuple(c for c in plan.changes if c.ip in (ip, key))
     return Explanation(ip, entries, _status(ip, config), tuple(covering), changes, tuple(problems))
+
+
+def _covers(rule: Rule, ip: IPAddress) -> bool:
+    """A list item (read as a rule: ip, an IPv6 /64 as ip6, or a range) that blocks `ip`."""
+    value = f"{rule.value}/64" if rule.target == "ip6" else rule.value
+    try:
+        return ip in ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        return False
 
 
 def _is(value: str, ip: IPAddress) -> bool:

@@ -322,6 +322,16 @@ class ListBackend:
                 listings += [list_scope(self.transport, Scope("zone", z)) for z in self.config.zone_ids]
         return listings
 
+    def existing(self) -> RuleListing | None:
+        """The list's items as listings() reads them, or None without the list; creates nothing
+        (for --check and --explain)."""
+        self.list_id = self._find(self.config.list_name)
+        if not self.list_id:
+            return None
+        rules, complete = self._items()
+        self._rules, self._listed = tuple(rules), len(rules)
+        return RuleListing(self.scope, self._rules, complete)
+
     def _find_or_create(self) -> str:
         name = self.config.list_name
         found = self._find(name)

@@ -167,3 +167,26 @@ def test_check_fails_a_lock_directory_others_can_write(harness: Harness) -> None
     code, checks = checks_json(harness)
     assert code == 1 and checks["lock path"]["status"] == "fail"
     assert "group or others can write" in checks["lock path"]["found"]
+
+
+def test_check_and_explain_with_the_list_backend(harness: Harness) -> None:
+    harness.list_config()
+    code, checks = checks_json(harness)
+    assert code == 1, checks  # no WAF rule in the zone yet
+    assert checks["IP list"]["status"] == "warn" and "the first run creates it" in checks["IP list"]["todo"]
+    assert checks["WAF rule"]["status"] == "fail" and "(ip.src in $fail2ban)" in checks["WAF rule"]["found"]
+    assert harness.cf.writes() == [] and harness.cf.lists() == []  # --check creates nothing
+
+    harness.f2b.ban("sshd", "2a06:4880:1:2::7", "45.155.205.1")
+    harness.cf.seed_entrypoint(ZONE_ID, [{"action": "block", "expression": "(ip.src in $fail2ban)"}])
+    assert harness.run().returncode == 0
+    code, checks = checks_json(harness)
+    assert code == 0 and checks["IP list"]["status"] == "ok" and checks["WAF rule"]["status"] == "ok"
+    assert "2 items readable" in checks["IP list"]["found"]
+
+    harness.cf.clear_log()
+    doc = json.loads(harness.run("--explain", "2a06:4880:1:2::7", "--format", "json").stdout)
+    (item,) = doc["rules"]
+    assert item["owner"] == {"kind": "hosts", "hosts": ["web1"]}
+    assert [c["action"] for c in doc["next_run"]] == ["keep"]
+    assert harness.cf.writes() == []
