@@ -5,24 +5,29 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
 from reconcile.model import Rule, Scope, rule_target
 from reconcile.plan import Action, Change, Plan
 
+if TYPE_CHECKING:  # the client module pulls in requests; the core does not need it to run
+    from reconcile.rules import Created
+
 log = logging.getLogger(__name__)
 
 
 class RuleWriter(Protocol):
-    def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Rule | None: ...
-    def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule: ...
+    """What apply needs of rules.Client."""
+
+    def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Created: ...
+    def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule | None: ...
     def delete_rule(self, scope: Scope, rule_id: str) -> bool: ...
 
 
 class Result(StrEnum):
     DONE = "done"
-    ALREADY = "already"  # a delete answered 404: the rule was gone already
+    ALREADY = "already"  # a delete (or a leave) answered 404: the rule was gone already
     DUPLICATE = "duplicate"  # a create answered 10009: a rule not listed as ours covers the IP
     FAILED = "failed"
     PENDING = "pending"  # not attempted: the run stopped first (budget, deadline, 429)
@@ -77,15 +82,23 @@ def apply(plan: Plan, writer: RuleWriter, mode: str) -> Applied:
 def _apply_one(change: Change, writer: RuleWriter, mode: str) -> Result:
     assert change.scope is not None
     if change.action is Action.ADD:
-        assert change.ban is not None
-        created = writer.create_rule(
-            change.scope, rule_target(change.ban.ip), change.value, mode, change.notes
-        )
-        return Result.DONE if created is not None else Result.DUPLICATE
+        return _create(change, writer, mode)
     assert change.rule is not None
     if change.action is Action.RENEW:
-        writer.update_rule(change.scope, change.rule.id, mode, change.notes)
-        return Result.DONE
+        if writer.update_rule(change.scope, change.rule.id, mode, change.notes) is not None:
+            return Result.DONE
+        # 404: the rule was deleted since it was listed (another host expired it, or an operator).
+        if change.ban is None:
+            return Result.ALREADY  # a leave: nothing is left to leave
+        # This host still bans the address: the block must not lapse until the next run (DESIGN §5).
+        log.info("%s in %s was deleted meanwhile; creating it again", change.value, change.scope)
+        return _create(change, writer, mode)
     if change.action is Action.EXPIRE:
         return Result.DONE if writer.delete_rule(change.scope, change.rule.id) else Result.ALREADY
     raise AssertionError(f"not a write: {change.action}")
+
+
+def _create(change: Change, writer: RuleWriter, mode: str) -> Result:
+    assert change.scope is not None and change.ban is not None
+    created = writer.create_rule(change.scope, rule_target(change.ban.ip), change.value, mode, change.notes)
+    return Result.DUPLICATE if created.duplicate else Result.DONE

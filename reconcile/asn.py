@@ -11,10 +11,8 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from reconcile.atomic import write_atomically
 from reconcile.errors import ReconcileError
 from reconcile.model import IPAddress
 
@@ -405,28 +404,10 @@ def load_cache(path: Path) -> tuple[dict[str, CacheEntry], str | None]:
 
 
 def save_cache(path: Path, entries: Mapping[str, CacheEntry], max_entries: int) -> None:
-    """Write atomically: a temp file in the same directory, fsync, rename, fsync the directory."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the cache atomically (a reader never sees half a file); OSError on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(cache_document(entries, max_entries), separators=(",", ":"), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(payload + "\n")
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)  # nothing secret in it; readable for --report as another user
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename is durable once the directory is synced
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    write_atomically(path, payload + "\n")  # nothing secret in it; readable for --report
 
 
 # ----------------------------------------------------------------------------------------------- enrich
@@ -507,26 +488,3 @@ def enrich(
         warning=warning,
         seconds=seconds,
     )
-
-
-def parse_server(text: str, default_port: int = 43) -> tuple[str, int]:
-    """`host:port`, `host`, `[v6]:port` or a bare IPv6 literal -> (host, port); ValueError otherwise."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty whois server")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad whois server {text!r}")
-        port_text = rest[1:] if rest else ""
-    elif text.count(":") > 1:  # a bare IPv6 literal has no port
-        host, port_text = text, ""
-    else:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ValueError(f"bad whois server {text!r}: no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad whois server {text!r}: port must be 1-65535")
-    return host, int(port_text)

@@ -25,8 +25,8 @@ from reconcile import log as log_mod
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
 
 if TYPE_CHECKING:  # annotations only: importing them at run time would cost --version ~0.2 s
-    from reconcile.cloudflare import Credentials
     from reconcile.config import Config
+    from reconcile.credentials import Credentials
     from reconcile.render import Selection
     from reconcile.run import Options, Outcome
 

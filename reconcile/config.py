@@ -20,6 +20,8 @@ from reconcile.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/fail2ban/cloudflare-reconcile.toml")
 MODES = ("block", "managed_challenge", "challenge", "js_challenge")
+BACKENDS = ("rules", "list")
+WAF_RULES = ("check", "create", "off")
 
 # section -> key -> default. The loader accepts exactly these keys; cron/cloudflare-reconcile.toml.example
 # documents exactly these keys (a test compares the two).
@@ -38,6 +40,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "zone_ids": [],
         "zone_id_file": "/etc/cloudflare/ZONE_ID",
         "account_id": "",
+        "backend": "rules",
+        "list_name": "fail2ban",
+        "list_capacity": 10000,
+        "waf_rule": "check",
         "mode": "block",
         "tag": "Blocked by fail2ban",
         "max_requests_per_run": 600,
@@ -80,12 +86,15 @@ LIMITS: dict[tuple[str, str], tuple[float, str]] = {
     ("cloudflare", "requests_per_minute"): (60_000.0, "per minute"),
     ("cloudflare", "max_requests_per_run"): (10_000.0, "requests"),
     ("cloudflare", "retries"): (10.0, "retries"),
+    # Enterprise accounts may have more than the 10,000 items of the other plans; beyond this is a typo.
+    ("cloudflare", "list_capacity"): (1_000_000.0, "items"),
 }
 MAX_DURATION = timedelta(days=3650)  # max_rule_age, cache_ttl: ten years is already "never"
 WHOIS_PORT = 43
 
 # fullmatch everywhere: "$" would accept a trailing newline (DESIGN §7, issue 7 item 9).
 _ID = re.compile(r"[0-9a-f]{32}")
+_LIST_NAME = re.compile(r"[a-z0-9_]{1,50}")
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DURATION = re.compile(r"\s*([0-9]{1,20})\s*([smhdw]?)\s*")  # [0-9], not \d: no other scripts' digits
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -109,6 +118,10 @@ class Config:
     api_key_file: Path | None
     zone_ids: tuple[str, ...]
     account_id: str
+    backend: str  # rules | list (DESIGN §9)
+    list_name: str
+    list_capacity: int
+    waf_rule: str  # check | create | off
     mode: str
     tag: str
     max_requests_per_run: int
@@ -265,9 +278,22 @@ def from_mapping(
     if account_id and not _ID.fullmatch(account_id):
         raise v.error("cloudflare", "account_id", "must be a 32-character hex account id")
     zone_ids = tuple(v.string_list("cloudflare", "zone_ids"))
-    if account_id and zone_ids:
+    backend = v.choice("cloudflare", "backend", BACKENDS)
+    waf_rule = v.choice("cloudflare", "waf_rule", WAF_RULES)
+    list_name = v.string("cloudflare", "list_name")
+    if not _LIST_NAME.fullmatch(list_name):
+        raise v.error("cloudflare", "list_name", f"{list_name!r} must be 1-50 of a-z, 0-9 and '_'")
+    if backend == "list":
+        # The list is the account's; zone_ids names the zones whose WAF rule must reference it.
+        if not account_id:
+            raise v.error(
+                "cloudflare", "account_id", 'required with backend = "list" (the list is the account\'s)'
+            )
+        if not zone_ids and waf_rule != "off":
+            zone_ids = _read_zone_ids(v, zone_id_reader or _read_text, backend)
+    elif account_id and zone_ids:
         raise v.error("cloudflare", "zone_ids", "set either zone_ids or account_id, not both")
-    if not account_id and not zone_ids:
+    elif not account_id and not zone_ids:
         zone_ids = _read_zone_ids(v, zone_id_reader or _read_text)
     for zone in zone_ids:
         if not _ID.fullmatch(zone):
@@ -326,6 +352,10 @@ def from_mapping(
         api_key_file=Path(key_file) if key_file else None,
         zone_ids=zone_ids,
         account_id=account_id,
+        backend=backend,
+        list_name=list_name,
+        list_capacity=int(v.positive("cloudflare", "list_capacity", integer=True)),
+        waf_rule=waf_rule,
         mode=mode,
         tag=tag,
         max_requests_per_run=int(v.positive("cloudflare", "max_requests_per_run", integer=True)),
@@ -368,9 +398,16 @@ def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _read_zone_ids(v: _Validator, reader: Callable[[Path], str]) -> tuple[str, ...]:
+def _read_zone_ids(v: _Validator, reader: Callable[[Path], str], backend: str = "rules") -> tuple[str, ...]:
     zone_file = v.string("cloudflare", "zone_id_file")
     if not zone_file:
+        if backend == "list":
+            raise v.error(
+                "cloudflare",
+                "zone_ids",
+                'backend = "list" needs the zones whose WAF rule enforces the list '
+                '(zone_ids or zone_id_file), or waf_rule = "off"',
+            )
         raise v.error(
             "cloudflare", "zone_ids", "no zone configured: set zone_ids, zone_id_file or account_id"
         )
@@ -380,7 +417,9 @@ def _read_zone_ids(v: _Validator, reader: Callable[[Path], str]) -> tuple[str, .
         raise v.error(
             "cloudflare",
             "zone_ids",
-            f"no zone configured: set zone_ids or account_id ({zone_file} not found)",
+            f"no zone configured: set zone_ids or account_id ({zone_file} not found)"
+            if backend == "rules"
+            else f'no zone for the WAF rule: set zone_ids, or waf_rule = "off" ({zone_file} not found)',
         ) from None
     except OSError as exc:
         raise v.error("cloudflare", "zone_id_file", f"cannot read {zone_file}: {exc.strerror}") from None
@@ -411,6 +450,12 @@ class _Validator:
         value = self.merged[section][key]
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
             raise self.error(section, key, "must be a list of non-empty strings")
+        return value
+
+    def choice(self, section: str, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(section, key)
+        if value not in choices:
+            raise self.error(section, key, f"must be one of {', '.join(choices)}, not {value!r}")
         return value
 
     def number(self, section: str, key: str, *, integer: bool = False) -> float:

@@ -7,16 +7,63 @@ others can read it), then the environment. The legacy email + global key pair is
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcile.cloudflare import Credentials
 from reconcile.config import Config
 from reconcile.errors import ConfigError
 
 TOKEN_CREDENTIAL = "cloudflare-api-token"  # noqa: S105 - a file name, not a secret
 KEY_CREDENTIAL = "cloudflare-api-key"
+# Header values must be plain printable ASCII: requests would otherwise raise InvalidHeader with the value
+# (the secret) in its message.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An API token, or the legacy email + global API key pair. Never shows a secret when printed."""
+
+    token: str | None = field(default=None, repr=False)
+    email: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            if self.email is not None or self.key is not None:
+                raise ConfigError("Cloudflare credentials: give an API token or email + key, not both")
+            if not _HEADER_SAFE.fullmatch(self.token):
+                raise ConfigError("Cloudflare API token is empty or contains spaces or control characters")
+            return
+        if self.email is None or self.key is None:
+            raise ConfigError("Cloudflare credentials: need an API token, or an email and a global API key")
+        if not _HEADER_SAFE.fullmatch(self.email):
+            raise ConfigError("Cloudflare account email is empty or contains spaces or control characters")
+        if not _HEADER_SAFE.fullmatch(self.key):
+            raise ConfigError("Cloudflare global API key is empty or contains spaces or control characters")
+
+    def headers(self) -> dict[str, str]:
+        if self.token is not None:
+            return {"Authorization": f"Bearer {self.token}"}
+        assert self.email is not None and self.key is not None  # __post_init__ guarantees it
+        return {"X-Auth-Email": self.email, "X-Auth-Key": self.key}
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret replaced by ***: for text that came back from the other side."""
+        for secret in (self.token, self.key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        if self.token is not None:
+            return "Credentials(token=***)"
+        return f"Credentials(email={self.email}, key=***)"
+
+    __str__ = __repr__
 
 
 def load(config: Config, environ: Mapping[str, str] | None = None) -> Credentials:
@@ -59,6 +106,8 @@ def _from_credentials_dir(env: Mapping[str, str], name: str) -> str | None:
         return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read credential: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: credential {name} is not UTF-8 text") from None
 
 
 def _from_file(path: Path, key: str, *, required: bool) -> str | None:
@@ -79,6 +128,9 @@ def _from_file(path: Path, key: str, *, required: bool) -> str | None:
         return _nonempty(path.read_text(encoding="utf-8"), path)
     except OSError as exc:
         raise ConfigError(f"[cloudflare] {key}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        # Not an internal error: the file is the operator's. The bytes are not shown (they may be the secret).
+        raise ConfigError(f"[cloudflare] {key}: {path} is not UTF-8 text") from None
 
 
 def _nonempty(text: str, path: Path) -> str:

@@ -69,12 +69,6 @@ class BudgetExhausted(ReconcileError):
     exit_code = EXIT_PARTIAL
 
 
-class UnsafePlan(ReconcileError):
-    """The plan would expire too large a share of the managed rules (needs --force)."""
-
-    exit_code = EXIT_UNSAFE
-
-
 class LockStuck(ReconcileError):
     """The run lock has been held for longer than any run takes: not "another run", a failure (exit 1).
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -327,3 +328,33 @@ def _zone_name(tz: tzinfo) -> str:
 
 def _unparseable(args: Sequence[str], exc: ValueError) -> str:
     return f"unparseable output from fail2ban-client {' '.join(args)}: {exc}"
+
+
+@dataclass(frozen=True)
+class JailAction:
+    """One action of a jail, with the commands fail2ban runs at a ban and an unban (for --check)."""
+
+    jail: str
+    name: str
+    actionban: str | None  # None: not a command action (a Python action has no such property)
+    actionunban: str | None
+
+
+def read_actions(command: Sequence[str], jail: str, timeout: float) -> list[JailAction]:
+    """The actions of `jail` (`get JAIL actions`, then each one's actionban/actionunban)."""
+    output = run_client(command, ["get", jail, "actions"], timeout)
+    lines = output.rstrip("\n").split("\n")
+    if lines[0].startswith("No actions for jail"):
+        return []
+    if len(lines) != 2 or not lines[0].startswith("The jail "):
+        raise Fail2banError(_unparseable(["get", jail, "actions"], ValueError(f"got {output[:200]!r}")))
+    actions = []
+    for name in (n.strip() for n in lines[1].split(",") if n.strip()):
+        texts: list[str | None] = []
+        for prop in ("actionban", "actionunban"):
+            try:
+                texts.append(run_client(command, ["get", jail, "action", name, prop], timeout).strip())
+            except Fail2banError:
+                texts.append(None)  # not a command action: nothing to read
+        actions.append(JailAction(jail, name, texts[0], texts[1]))
+    return actions

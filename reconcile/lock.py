@@ -204,3 +204,23 @@ def _check_file(path: Path, st: os.stat_result) -> None:
         raise ConfigError(f"[run] lock_file: {path} has {st.st_nlink} hard links; remove it (rm {path})")
     if st.st_uid not in (0, os.geteuid()):
         raise ConfigError(f"[run] lock_file: {path} is owned by uid {st.st_uid}; remove it (rm {path})")
+
+
+def location_problem(path: Path) -> str | None:
+    """Why a run could not use `path` as its lock (for --check; creates nothing); None when it could."""
+    directory = path.parent
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return None if os.access(directory.parent, os.W_OK | os.X_OK) else f"cannot create {directory}"
+    except OSError as exc:
+        return f"cannot read {directory}: {exc.strerror}"
+    try:
+        _check_directory(path, directory, st)
+    except ConfigError as exc:
+        return str(exc).removeprefix("[run] lock_file: ")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is not writable by this user"
+    if path.is_symlink():
+        return f"{path} is a symbolic link (a run refuses it)"
+    return None

@@ -7,10 +7,7 @@ used, never its global registry or value classes (which change behaviour under P
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -21,6 +18,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from reconcile import __version__
 from reconcile.apply import Result
+from reconcile.atomic import write_atomically
+from reconcile.backend import OVER_CAPACITY
 from reconcile.config import Config
 from reconcile.plan import WRITE_ORDER
 from reconcile.run import Outcome
@@ -68,8 +67,10 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     planned: dict[tuple[str, ...], int] = {}
     applied: dict[tuple[str, ...], int] = {}
     pending = 0
+    over_capacity = 0
     plan = outcome.plan
     if plan is not None:
+        over_capacity = sum(1 for c in plan.changes if c.reason == OVER_CAPACITY)
         rules = {(owner,): 0 for owner in OWNERS}
         rules.update(Counter((c.owner.label(config.host_id),) for c in plan.changes if c.owner is not None))
         planned = {(str(action),): count for action, count in plan.counts().items()}
@@ -122,6 +123,11 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             "Planned writes not done (not reached, failed or refused): left for the next run",
             pending,
         ),
+        _gauge(
+            "reconcile_over_capacity",
+            "Bans the last run did not push because the IP list was full (backend list; newest bans win)",
+            over_capacity,
+        ),
     ]
     found = outcome.enrichment
     if found is not None:
@@ -150,29 +156,9 @@ def render(outcome: Outcome, config: Config, now: datetime) -> str:
 
 
 def write_textfile(path: Path, text: str) -> None:
-    """Replace `path` atomically: temp file in the same directory, fsync, rename; mode 0644.
-
-    The temp name does not end in .prom, so the textfile collector never reads it; a reader of `path`
-    sees the old file or the new one, never a mix. OSError on failure (the old file is then untouched).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), FILE_MODE)  # mkstemp makes 0600; the collector may run as another user
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # The rename itself survives a crash only once the directory is synced too.
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace `path` atomically, mode 0644; the temp name does not end in .prom, so the textfile
+    collector never reads it. OSError on failure (the old file is then untouched)."""
+    write_atomically(path, text, FILE_MODE)
 
 
 def publish(outcome: Outcome, config: Config, now: datetime | None = None) -> None:

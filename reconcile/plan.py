@@ -532,8 +532,9 @@ def _for_unbanned(
     if me in note.hosts and others and live:
         # Leave: the others still ban it, so the block stays; this host only takes its name off.
         left = Lease(note.jails, others, note.since or rule.created_on or now, note.until, note.asn, note.cc)
+        verb = "bans" if len(others) == 1 else "ban"
         return base.write(
-            Action.RENEW, f"{reason} here; {','.join(others)} still ban it", left, policy, leave=True
+            Action.RENEW, f"{reason} here; {','.join(others)} still {verb} it", left, policy, leave=True
         )
     if me in note.hosts:
         return base.keep(reason if live else f"lease ended {_until_text(note.until)}", Action.EXPIRE)

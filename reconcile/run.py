@@ -1,10 +1,12 @@
 """One reconcile run, end to end: read both sides, plan, check safety, apply (DESIGN §1).
 
-The thin action that wires the edges (fail2ban.py, cloudflare.py) to the pure core (plan, safety, apply).
+The thin action that wires the edges (fail2ban.py, a backend.Backend) to the pure core (plan, safety).
+Which resource holds the blocks, and how it is listed and written, is the backend's business.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,22 +16,21 @@ from typing import Any
 
 from reconcile import asn, fail2ban, ranges
 from reconcile import bans as bans_mod
-from reconcile.apply import Applied, Result, apply
+from reconcile.apply import Applied, Result
 from reconcile.asn import Enrichment
-from reconcile.cloudflare import Client, Credentials, IncompleteListing
+from reconcile.backend import Backend
 from reconcile.config import Config
+from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
-from reconcile.model import Ban, Fail2banState, Rule, RuleListing, Scope
+from reconcile.model import Ban, Fail2banState, Scope
 from reconcile.pacing import Pacer
-from reconcile.plan import Plan, Policy, make_plan, with_networks
+from reconcile.plan import Plan, Policy, with_networks
 from reconcile.render import Stats
+from reconcile.rules import Client, RulesBackend
+from reconcile.rules import list_scope as list_scope  # check.py reads a scope the way a run does
 from reconcile.safety import unsafe_reasons
 
 log = logging.getLogger(__name__)
-
-# The older per-ban scripts wrote notes like "Fail2Ban sshd" that lack the tag; a server-side filter on
-# this word finds both those and the tagged ones (the filter is a case-insensitive contains match).
-LEGACY_WORD = "fail2ban"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Outcome:
     forced: bool = False
     enrichment: Enrichment | None = None  # the run's AS lookup, when [enrich] asn is on
     names: Mapping[str, str] = field(default_factory=dict)  # AS number -> AS name, for the report
+    # Zones where what was written blocks nobody (the list backend's WAF rule is missing), with the fix.
+    unenforced: tuple[str, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -71,21 +74,27 @@ def exit_code(outcome: Outcome) -> int:
         return EXIT_OK
     if outcome.refused:
         return EXIT_UNSAFE
-    if plan.incomplete or (applied is not None and applied.count(Result.FAILED)):
+    if plan.incomplete or outcome.unenforced or (applied is not None and applied.count(Result.FAILED)):
         return EXIT_FAILURE
     if applied is not None and applied.stopped is not None:
         return EXIT_PARTIAL
     return EXIT_OK
 
 
+def read_fail2ban(config: Config) -> Fail2banState:
+    """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
+    return fail2ban.read_state(
+        config.fail2ban_command,
+        config.jails,
+        config.fail2ban_timeout,
+        fail2ban.zone(config.fail2ban_timezone),
+    )
+
+
 def scopes_of(config: Config) -> list[Scope]:
     if config.account_id:
         return [Scope("account", config.account_id)]
     return [Scope("zone", zone) for zone in config.zone_ids]
-
-
-def notes_filters(tag: str) -> list[str]:
-    return [LEGACY_WORD] if LEGACY_WORD in tag.lower() else [tag, LEGACY_WORD]
 
 
 def policy_of(config: Config) -> Policy:
@@ -147,21 +156,13 @@ def make_client(config: Config, credentials: Credentials, pacer: Pacer, **option
     )
 
 
-def list_scope(client: Client, scope: Scope, tag: str) -> RuleListing:
-    """All candidate rules of a scope; an unreadable page marks the listing incomplete (no expiries)."""
-    rules: dict[str, Rule] = {}
-    complete = True
-    for notes_filter in notes_filters(tag):
-        try:
-            found = client.list_rules(scope, notes_filter)
-        except IncompleteListing as exc:
-            if not exc.rules:
-                # Not even the first page: Cloudflare is unreachable or refuses us, and every write would too.
-                raise exc.cause from None
-            log.error("%s", exc)
-            found, complete = list(exc.rules), False
-        rules.update((rule.id, rule) for rule in found)
-    return RuleListing(scope, tuple(rules.values()), complete)
+def make_backend(config: Config, client: Client) -> Backend:
+    """The backend `[cloudflare] backend` names, over the run's client (its transport)."""
+    if config.backend == "list":
+        from reconcile.lists import ListBackend  # only the list backend's runs need it
+
+        return ListBackend(client, config)
+    return RulesBackend(client, scopes_of(config), config.mode)
 
 
 def execute(
@@ -172,17 +173,16 @@ def execute(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     pacer: Pacer | None = None,
     client_factory: Callable[[Config, Credentials, Pacer], Client] = make_client,
+    backend_factory: Callable[[Config, Credentials, Pacer], Backend] | None = None,
+    read: Callable[[Config], Fail2banState] = read_fail2ban,
 ) -> Outcome:
+    """One run. `backend_factory` (default: make_backend over `client_factory`'s client) and `read` are
+    the seams tests use: an in-memory backend, a fail2ban state without a server."""
     started = time.monotonic()
     # Created first, so the run's time limit covers the fail2ban read too.
     pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
-    state = fail2ban.read_state(
-        config.fail2ban_command,
-        config.jails,
-        config.fail2ban_timeout,
-        fail2ban.zone(config.fail2ban_timezone),
-    )
+    state = read(config)
     bans, invalid = bans_mod.merge(state.entries)
     for entry in invalid:
         log.warning("skipping %r banned in %s: not a single IP address", entry.value, entry.jail)
@@ -191,15 +191,20 @@ def execute(
     )
     warn_misconfiguration(bans)
 
-    with client_factory(config, credentials, pacer) as client:
+    if backend_factory is None:
+
+        def backend_factory(config: Config, credentials: Credentials, pacer: Pacer) -> Backend:
+            return make_backend(config, client_factory(config, credentials, pacer))
+
+    with contextlib.closing(backend_factory(config, credentials, pacer)) as backend:
 
         def stats() -> Stats:
-            return Stats(client.requests, time.monotonic() - started, client.rate_limited)
+            return Stats(backend.requests, time.monotonic() - started, backend.rate_limited)
 
         try:
-            listings = [list_scope(client, scope, config.tag) for scope in scopes_of(config)]
+            listings = backend.listings()
             now = clock()
-            plan = make_plan(bans, invalid, listings, policy_of(config), now)
+            plan = backend.plan(bans, invalid, listings, policy_of(config), now)
             enrichment: Enrichment | None = None
             names: dict[str, str] = {}
             if config.enrich_asn:
@@ -216,8 +221,12 @@ def execute(
                 return replace(outcome, stats=stats())
             if unsafe:
                 log.warning("--force: %s", "; ".join(unsafe))
-            applied = apply(plan, client, config.mode)
-            return replace(outcome, applied=applied, stats=stats())
+            applied = backend.apply(plan)
+            # After the writes: a missing WAF rule must not keep the list from being synced (DESIGN §9).
+            unenforced = () if applied.stopped is not None else backend.enforcement()
+            for problem in unenforced:
+                log.error("%s", problem)
+            return replace(outcome, applied=applied, unenforced=unenforced, stats=stats())
         except ReconcileError as exc:
             # Without a full picture nothing is planned, and the next run starts over; the outcome still
             # says how many requests this one made.

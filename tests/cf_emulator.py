@@ -4,12 +4,20 @@ A real HTTP/1.1 server on 127.0.0.1 that keeps rules per zone / account like Clo
 validates every request (and its own 2xx answers) against tests/cloudflare-openapi-subset.json with
 openapi-core, rate-limits per fixed window and can inject faults. The contract is in the brief
 (COMMON.md, "Cloudflare emulator contract"); the schema quirks are in cloudflare-openapi-subset.SOURCE.md.
+
+Besides the rules: `GET /user/tokens/verify` (token status and expiry configurable) and `GET /ips`
+(Cloudflare's ranges, configurable). Every answer's `Date` header comes from the emulator's clock plus
+`date_offset`, for clock-skew checks. Paging like a less obliging server: `clamp_per_page` serves and
+reports at most that many rules a page, `ignore_page` answers every page with the first one.
+
+Account IP lists (asynchronous bulk operations) and zone WAF entry-point rulesets: tests/cf_lists.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import email.utils
 import ipaddress
 import json
 import math
@@ -33,6 +41,8 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from tests import cf_lists
+
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
 ZONE_ID_2 = "9a7806061c88ada191ed06f989cc3dac"
 ACCOUNT_ID = "01a7362d577a6c3019a474fd6f485823"
@@ -46,7 +56,19 @@ SPEC_PATH = Path(__file__).with_name("cloudflare-openapi-subset.json")
 SPEC_HOST = "https://api.cloudflare.com"
 
 FAULT_KINDS = frozenset(
-    {"500", "502", "503", "success_false", "malformed_json", "missing_result", "reset", "delay", "400"}
+    {
+        "500",
+        "502",
+        "503",
+        "success_false",
+        "malformed_json",
+        "missing_result",
+        "reset",
+        "delay",
+        "400",
+        "lost",  # carried out, then the connection is reset: the answer is lost
+        "late",  # carried out at once, answered after `delay` (past the client's timeout)
+    }
 )
 ALLOWED_MODES = ("whitelist", "block", "challenge", "js_challenge", "managed_challenge")
 DEFAULT_PER_PAGE = 20  # Cloudflare's default when per_page is absent
@@ -57,6 +79,38 @@ E_DUPLICATE, E_NOT_FOUND, E_VALIDATION = 10009, 10001, 10014
 E_NO_ROUTE, E_BAD_HEADERS, E_AUTH, E_RATE, E_SCHEMA, E_FAULT = 7003, 6003, 10000, 971, 9999, 10002
 
 _ROUTE = re.compile(r"/(zones|accounts)/([^/]+)/firewall/access_rules/rules(?:/([^/]+))?")
+# The other endpoints the emulator serves (method, path) -> name.
+_OTHER = {("GET", "/user/tokens/verify"): "verify", ("GET", "/ips"): "ips"}
+E_INVALID_TOKEN = 1000  # Cloudflare's "Invalid API Token" on /user/tokens/verify
+TOKEN_STATUSES = ("active", "disabled", "expired")
+
+# Cloudflare's published ranges (cloudflare.com/ips-v4 and ips-v6): 15 IPv4 and 7 IPv6 as of 2026-10.
+CLOUDFLARE_IPV4 = (
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+)
+CLOUDFLARE_IPV6 = (
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+)
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/=-]+)")
 _RESET = object()  # _Reply sentinel: close the connection without answering
 
@@ -151,12 +205,27 @@ def _prepared_spec() -> dict[str, Any]:
     # Operations list only email+key although API tokens work; the emulator checks auth itself.
     for ops in spec["paths"].values():
         for op in ops.values():
-            if isinstance(op, dict) and "security" in op and {"api_token": []} not in op["security"]:
+            # `security: [{}]` (GET /ips, quirk 9) means no authentication: left alone.
+            if (
+                isinstance(op, dict)
+                and "security" in op
+                and {"api_token": []} not in op["security"]
+                and {} not in op["security"]
+            ):
                 op["security"] = [*op["security"], {"api_token": []}]
+    # GET /ips 200 (quirk 7): `result` is oneOf two open schemas, one a superset of the other, so every
+    # real body matches both and fails; anyOf keeps the type checks.
+    ips_200 = spec["paths"]["/ips"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    for part in ips_200["allOf"]:
+        result = part.get("properties", {}).get("result", {})
+        if "oneOf" in result:
+            result["anyOf"] = result.pop("oneOf")
+    # GET /ips 4XX (quirk 8) is checked on the envelope fields like every error (response_problems).
     # Account PATCH bodies are {mode, notes} as on the zone level, not the full rule schema.
     zone_patch = spec["paths"]["/zones/{zone_id}/firewall/access_rules/rules/{identifier}"]["patch"]
     account_item = spec["paths"]["/accounts/{account_identifier}/firewall/access_rules/rules/{identifier}"]
     account_item["patch"]["requestBody"] = copy.deepcopy(zone_patch["requestBody"])
+    cf_lists.prepare_spec(spec)  # the lists and rulesets quirks
     return spec
 
 
@@ -187,7 +256,7 @@ def _spec_request(inc: _Incoming) -> _SpecRequest:
     return _SpecRequest(
         method=inc.method.lower(),
         path=API_PREFIX + inc.path,
-        body=inc.body,
+        body=cf_lists.validation_body(inc.method, inc.path, inc.body),  # rulesets quirk 4 (position)
         content_type=(inc.headers.get("Content-Type") or "").lower(),
         parameters=RequestParameters(
             query=ImmutableMultiDict(inc.query), header=Headers(list(inc.headers.items()))
@@ -369,7 +438,7 @@ def _matches(rule: dict[str, Any], filters: dict[str, str], match_any: bool) -> 
 # ------------------------------------------------------------------------------------------ emulator
 
 
-class CloudflareEmulator:
+class CloudflareEmulator(cf_lists.ListsHelpers):
     """IP Access Rules at zone and account level, served on 127.0.0.1. See the module docstring."""
 
     def __init__(
@@ -380,25 +449,51 @@ class CloudflareEmulator:
         zones: Iterable[str] = (ZONE_ID, ZONE_ID_2),
         accounts: Iterable[str] = (ACCOUNT_ID,),
         max_per_page: int = 1000,
+        clamp_per_page: int | None = None,
+        ignore_page: bool = False,
         rate_limit: int = 1200,
         rate_window: float = 300.0,
         time_scale: float = 1.0,
         validate_responses: bool = True,
+        token_status: str = "active",
+        token_expires_on: datetime | None = None,
+        token_not_before: datetime | None = None,
+        cloudflare_ipv4: Iterable[str] = CLOUDFLARE_IPV4,
+        cloudflare_ipv6: Iterable[str] = CLOUDFLARE_IPV6,
+        date_offset: float = 0.0,
+        list_operation_delay: float = 0.0,
+        busy_429: bool = True,
+        list_capacity_limit: int = cf_lists.DEFAULT_CAPACITY,
         latency: float = 0.0,
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
         if latency < 0:
             raise ValueError("latency must be >= 0")
+        if clamp_per_page is not None and clamp_per_page < 1:
+            raise ValueError("clamp_per_page must be >= 1")
+        if token_status not in TOKEN_STATUSES:
+            raise ValueError(f"token_status must be one of {TOKEN_STATUSES}")
         self._tokens = frozenset(tokens)
         self._email_keys = frozenset((email.lower(), key) for email, key in email_keys)
+        zones_list, accounts_list = list(zones), list(accounts)
         self._scopes: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
-            **{("zone", z): {} for z in zones},
-            **{("account", a): {} for a in accounts},
+            **{("zone", z): {} for z in zones_list},
+            **{("account", a): {} for a in accounts_list},
         }
         # (target, normalised value) -> rule id per scope: duplicate checks stay O(1) with 10,000s of rules.
         self._keys: dict[tuple[str, str], dict[tuple[str, str], str]] = {scope: {} for scope in self._scopes}
-        self.max_per_page = max_per_page
+        self.max_per_page = max_per_page  # per_page above it is refused (400)
+        self.clamp_per_page = clamp_per_page  # per_page above it is served (and reported) as it
+        self.ignore_page = ignore_page  # every page is answered with the first one
+        # /user/tokens/verify; a token that is not active is refused everywhere else (403).
+        self.token_status = token_status
+        self.token_expires_on = token_expires_on
+        self.token_not_before = token_not_before
+        self.token_id = uuid.uuid4().hex
+        self.cloudflare_ipv4 = tuple(cloudflare_ipv4)
+        self.cloudflare_ipv6 = tuple(cloudflare_ipv6)
+        self.date_offset = date_offset  # seconds the Date header is ahead of the emulator's clock
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.time_scale = time_scale
@@ -418,6 +513,16 @@ class CloudflareEmulator:
         self._window_count = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Account IP lists and zone rulesets (tests/cf_lists.py); its options are attributes there.
+        self.lists_state = cf_lists.ListsState(
+            accounts=accounts_list,
+            zones=zones_list,
+            clock=self._elapsed,
+            now=self.now,
+            operation_delay=list_operation_delay,
+            busy_429=busy_429,
+            capacity_limit=list_capacity_limit,
+        )
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -466,6 +571,10 @@ class CloudflareEmulator:
     def now(self) -> datetime:
         """The emulator's clock (UTC): created_on/modified_on use it; it runs time_scale times faster."""
         return self._epoch + timedelta(seconds=self._elapsed())
+
+    def date(self) -> datetime:
+        """What the `Date` header of an answer says: the emulator's clock plus `date_offset`."""
+        return self.now() + timedelta(seconds=self.date_offset)
 
     def set_clock_offset(self, seconds: float) -> None:
         """Move emulated time forward (or back) by `seconds` from where the scaled clock would be."""
@@ -650,6 +759,9 @@ class CloudflareEmulator:
             ("GET", "POST") if route[3] is None else ("PATCH", "DELETE")
         ):
             route = None  # e.g. GET of one rule: cut from the schema subset, so no route here either
+        other = _OTHER.get((inc.method, inc.path)) if inc.prefixed else None
+        if other is None and inc.prefixed and cf_lists.route(inc.method, inc.path) is not None:
+            other = "lists"  # account lists and zone rulesets: answered by tests/cf_lists.py
         with self._lock:
             limited = self._rate_check()
             fault = None if limited is not None else self._take_fault(inc.method, inc.path)
@@ -659,9 +771,16 @@ class CloudflareEmulator:
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.delay)  # outside the lock: the threaded server keeps answering others
             fault = None
+        if fault is not None and fault.kind in ("lost", "late"):
+            done = self._answered(inc, route, other, auth, record=fault.kind == "late")
+            if fault.kind == "late":
+                time.sleep(fault.delay)
+                return done
+            self._record(inc, 0, auth)  # the client sees a reset, whatever the server did
+            return _RESET
         if fault is not None:
             # The answer is the fault, but a request that breaks the schema is still a client bug.
-            if route is not None and auth in ("token", "key"):
+            if other == "ips" or ((route is not None or other is not None) and auth in ("token", "key")):
                 problems = request_problems(inc)
                 if problems:
                     self._violate(inc, problems)
@@ -671,12 +790,25 @@ class CloudflareEmulator:
             faulty = _fault_reply(fault.kind)
             self._record(inc, faulty.status, auth)
             return faulty
-        reply = self._answer(inc, route, auth)
+        return self._answered(inc, route, other, auth)
+
+    def _answered(
+        self,
+        inc: _Incoming,
+        route: re.Match[str] | None,
+        other: str | None,
+        auth: str,
+        *,
+        record: bool = True,
+    ) -> _Reply:
+        """The real answer, checked against the schema (and logged unless `record` is False)."""
+        reply = self._answer_other(inc, other, auth) if other else self._answer(inc, route, auth)
         if reply.check and (self.validate_responses or reply.status >= 300):
             problems = response_problems(inc, reply)
             if problems:
                 self._violate(inc, problems)
-        self._record(inc, reply.status, auth)
+        if record:
+            self._record(inc, reply.status, auth)
         return reply
 
     def _answer(self, inc: _Incoming, route: re.Match[str] | None, auth: str) -> _Reply:
@@ -684,7 +816,7 @@ class CloudflareEmulator:
             return _error(404, E_NO_ROUTE, "No route for that URI")
         if auth in ("none", "malformed"):
             return _error(400, E_BAD_HEADERS, "Invalid request headers")
-        if auth == "bad":
+        if auth == "bad" or (auth == "token" and self.token_status != "active"):
             return _error(403, E_AUTH, "Authentication error")
         problems = request_problems(inc)
         if problems:
@@ -709,6 +841,59 @@ class CloudflareEmulator:
             return self._patch(kind, scope_id, rule_id, body)
         return self._delete(kind, scope_id, rule_id)
 
+    def _answer_other(self, inc: _Incoming, other: str, auth: str) -> _Reply:
+        """GET /ips (public) and GET /user/tokens/verify (API tokens only); lists and rulesets."""
+        if other == "lists":
+            return self._answer_lists(inc, auth)
+        if other == "verify":
+            if auth in ("none", "malformed", "key"):
+                return _error(400, E_BAD_HEADERS, "Invalid request headers")
+            if auth == "bad":
+                return _error(401, E_INVALID_TOKEN, "Invalid API Token")
+        problems = request_problems(inc)
+        if problems:
+            self._violate(inc, problems)
+            return _error(400, E_SCHEMA, "Request does not match the API schema: " + problems[0])
+        if other == "ips":
+            result: dict[str, Any] = {
+                "ipv4_cidrs": list(self.cloudflare_ipv4),
+                "ipv6_cidrs": list(self.cloudflare_ipv6),
+                "etag": uuid.uuid5(uuid.NAMESPACE_URL, repr(self.cloudflare_ipv4 + self.cloudflare_ipv6)).hex,
+            }
+            if dict(inc.query).get("networks") == "jdcloud":
+                result["jdcloud_cidrs"] = []
+            return _json_reply(200, _envelope(result))
+        token: dict[str, Any] = {"id": self.token_id, "status": self.token_status}
+        if self.token_expires_on is not None:
+            token["expires_on"] = self.token_expires_on.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.token_not_before is not None:
+            token["not_before"] = self.token_not_before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        messages = (
+            [{"code": 10000, "message": "This API Token is valid and active", "type": None}]
+            if self.token_status == "active"
+            else []
+        )
+        return _json_reply(200, {**_envelope(token), "messages": messages})
+
+    def _answer_lists(self, inc: _Incoming, auth: str) -> _Reply:
+        """Account lists and zone rulesets: auth and schema as for the rules, then tests/cf_lists.py."""
+        found = cf_lists.route(inc.method, inc.path)
+        assert found is not None
+        if auth in ("none", "malformed"):
+            return _error(400, E_BAD_HEADERS, "Invalid request headers")
+        if auth == "bad" or (auth == "token" and self.token_status != "active"):
+            return _error(403, E_AUTH, "Authentication error")
+        problems = request_problems(inc)
+        if problems:
+            self._violate(inc, problems)
+            return _error(400, E_SCHEMA, "Request does not match the API schema: " + problems[0])
+        try:
+            body = json.loads(inc.body) if inc.body else None
+        except ValueError:
+            body = None  # a body the schema check let through (on a GET, say) is not read
+        status, doc = self.lists_state.handle(found[0], found[1], inc.method, dict(inc.query), body)
+        return _json_reply(status, doc)
+
     # ------------------------------------------------------------------------------- handlers
 
     def _list(self, kind: str, scope_id: str, query: dict[str, str]) -> _Reply:
@@ -716,6 +901,8 @@ class CloudflareEmulator:
         per_page = _int_param(query.get("per_page"), DEFAULT_PER_PAGE)
         if page is None or page < 1:
             return _error(400, E_VALIDATION, "firewallaccessrules.api.validation_error:invalid page")
+        if self.ignore_page:
+            page = 1
         if per_page is None or not (
             per_page == 1 or (per_page % 5 == 0 and 5 <= per_page <= self.max_per_page)
         ):
@@ -725,6 +912,8 @@ class CloudflareEmulator:
                 f"firewallaccessrules.api.validation_error:per_page must be 1 or a multiple of 5 "
                 f"up to {self.max_per_page}",
             )
+        if self.clamp_per_page is not None:
+            per_page = min(per_page, self.clamp_per_page)
         names = ("notes", "mode", "configuration.target", "configuration.value")
         filters = {n: query[n] for n in names if n in query}
         with self._lock:
@@ -825,6 +1014,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log is the record; stderr noise helps nobody
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header (send_response adds it): from the emulator's clock, not the host's."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return email.utils.format_datetime(self.server.emulator.date(), usegmt=True)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

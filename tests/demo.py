@@ -1,8 +1,9 @@
 """`make demo`: the reconciler at work against a private fail2ban-server and the local Cloudflare emulator.
 
-Starts both on this machine (fail2ban in /tmp/f2b-*, the emulator on 127.0.0.1), bans a handful of addresses,
-then runs the real `reconcile` command: --report, a run, --report again, and a run after an unban.
-Everything is stopped and removed at the end, whatever happens.
+Starts them on this machine (fail2ban in /tmp/f2b-*, the emulator and a bulk-whois server on 127.0.0.1),
+bans a handful of addresses, then runs the real `reconcile` command: --check, --report, a run, --report
+again, a run after an unban; then a second server (web2, with ASN enrichment) joins a rule the first one
+holds, the first leaves it, and --explain tells the story. Everything is stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B, running_f2b
 from tests.harness import RECONCILE, toml_value
+from tests.whois_server import WhoisServer, running_whois
 
 BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
@@ -33,7 +35,10 @@ def reconcile(config: Path, *args: str) -> int:
     return code
 
 
-def write_config(workdir: Path, f2b: F2B, cf: CloudflareEmulator) -> Path:
+def write_config(
+    workdir: Path, f2b: F2B, cf: CloudflareEmulator, host: str = "demo-host", whois: WhoisServer | None = None
+) -> Path:
+    workdir.mkdir(exist_ok=True)
     token = workdir / "API_TOKEN"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
@@ -45,9 +50,15 @@ def write_config(workdir: Path, f2b: F2B, cf: CloudflareEmulator) -> Path:
             "zone_ids": [ZONE_ID],
             "requests_per_minute": 6000,
         },
-        "policy": {"host_id": "demo-host"},
-        "run": {"lock_file": str(workdir / "reconcile.lock")},
+        "policy": {"host_id": host},
+        "run": {"lock_file": str(workdir / "run" / "lock")},
     }
+    if whois is not None:
+        sections["enrich"] = {
+            "asn": True,
+            "whois_server": whois.server,
+            "cache_file": str(workdir / "asn.json"),
+        }
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
         for name, values in sections.items()
@@ -61,10 +72,13 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="reconcile-demo-") as tmp,
         running_f2b() as f2b,
+        running_f2b() as web2_f2b,
         CloudflareEmulator() as cf,
+        running_whois() as whois,
     ):
         workdir = Path(tmp)
-        config = write_config(workdir, f2b, cf)
+        config = write_config(workdir / "demo-host", f2b, cf)
+        web2 = write_config(workdir / "web2", web2_f2b, cf, "web2", whois)
         step("fail2ban bans (a private fail2ban-server in " + str(f2b.base) + ")")
         f2b.ban("sshd", "45.155.205.233", "91.240.118.172")
         f2b.ban("nginx-limit-req", "2a06:4880:1::7", "91.240.118.172")
@@ -79,6 +93,8 @@ def main() -> int:
         for rule in cf.rules("zone", ZONE_ID):
             print(f"  {rule['configuration']['value']:<16} {rule['mode']:<10} {rule['notes']!r}")
 
+        step("0. Is the set-up right? (changes nothing)")
+        reconcile(config, "--check")
         step("1. What would it do? (changes nothing)")
         reconcile(config, "--report")
         step("2. Reconcile")
@@ -88,6 +104,14 @@ def main() -> int:
         step("4. fail2ban unbans 45.155.205.233; reconcile expires exactly that rule")
         f2b.client("unban", "45.155.205.233")
         reconcile(config)
+        step("5. A second server, web2 (with ASN enrichment), bans 91.240.118.172 too: it joins the rule")
+        web2_f2b.ban("sshd", "91.240.118.172", "45.142.120.10")
+        reconcile(web2)
+        step("6. demo-host unbans 91.240.118.172: it leaves the rule, the block stays for web2")
+        f2b.client("unban", "91.240.118.172")
+        reconcile(config)
+        step("7. Why is 91.240.118.172 blocked? (changes nothing)")
+        reconcile(web2, "--explain", "91.240.118.172")
 
         step("Cloudflare after")
         for rule in cf.rules("zone", ZONE_ID):

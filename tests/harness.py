@@ -19,11 +19,12 @@ import requests
 
 from reconcile import config as config_mod
 from reconcile import credentials
-from reconcile.cloudflare import Client, Credentials
 from reconcile.config import Config
+from reconcile.credentials import Credentials
 from reconcile.pacing import Pacer
+from reconcile.rules import Client
 from reconcile.run import Options, Outcome, execute, make_client
-from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
+from tests.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, CloudflareEmulator
 from tests.f2b_server import F2B
 
 RECONCILE = Path(sys.executable).with_name("reconcile")
@@ -105,6 +106,19 @@ class Harness:
         self.outputs += [result.stdout, result.stderr]
         return result
 
+    def list_config(self, **sections: Mapping[str, Any]) -> Path:
+        """The config with `backend = "list"` on the emulator's account, the WAF rule checked in ZONE_ID."""
+        cloudflare = {"backend": "list", "account_id": ACCOUNT_ID, "zone_ids": [ZONE_ID]}
+        cloudflare.update(sections.pop("cloudflare", {}))
+        return self.config(cloudflare=cloudflare, **sections)
+
+    def items(self, name: str = "fail2ban") -> dict[str, dict[str, Any]]:
+        """The items of the account's list `name` by `ip` ({} when there is no such list)."""
+        for found in self.cf.lists(ACCOUNT_ID):
+            if found["name"] == name:
+                return {item["ip"]: item for item in self.cf.items(found["id"], account_id=ACCOUNT_ID)}
+        return {}
+
     def rules(self) -> dict[str, dict[str, Any]]:
         """The zone's rules by IP value."""
         return {r["configuration"]["value"]: r for r in self.cf.rules("zone", ZONE_ID)}
@@ -166,12 +180,12 @@ FAULT_STEPS = {
 
 
 def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 1.0) -> None:
-    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay")."""
+    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay" and "late")."""
     if step == "later page":
         # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
         # and the fault queued behind it hits the next GET: page 2.
         cf.inject("delay", method="GET", count=1)
-    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind == "delay" else 0.0)
+    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind in ("delay", "late") else 0.0)
 
 
 def clear_faults(cf: CloudflareEmulator) -> None:

@@ -26,7 +26,6 @@ from reconcile.asn import (
     load_cache,
     parse_bulk,
     parse_cache,
-    parse_server,
     query_bulk,
 )
 from reconcile.model import IPAddress
@@ -192,17 +191,6 @@ def test_format_query_is_bulk_verbose_one_address_a_line() -> None:
         format_query([ip("192.0.2.1"), ip("2001:DB8::0:1")])
         == b"begin\nverbose\n192.0.2.1\n2001:db8::1\nend\n"
     )
-
-
-def test_parse_server() -> None:
-    assert parse_server("whois.cymru.com:43") == ("whois.cymru.com", 43)
-    assert parse_server("whois.example.net") == ("whois.example.net", 43)
-    assert parse_server("127.0.0.1:4343") == ("127.0.0.1", 4343)
-    assert parse_server("[::1]:4343") == ("::1", 4343)
-    assert parse_server("::1") == ("::1", 43)
-    for bad in ("", ":43", "host:0", "host:65536", "host:x", "[::1", "[::1]x"):
-        with pytest.raises(ValueError):
-            parse_server(bad)
 
 
 # --- cache document ------------------------------------------------------------------------------------

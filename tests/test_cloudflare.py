@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,15 +19,27 @@ from reconcile import __version__
 from reconcile.cloudflare import (
     ApiError,
     Client,
-    Credentials,
     IncompleteListing,
+    TokenStatus,
     _parse_rule,
     _retry_after,
 )
+from reconcile.credentials import Credentials
 from reconcile.errors import BudgetExhausted, CloudflareError, ConfigError, RateLimited
 from reconcile.model import Rule, Scope
 from reconcile.pacing import Pacer
-from tests.cf_emulator import ACCOUNT_ID, EMAIL, GLOBAL_KEY, TOKEN, ZONE_ID, ZONE_ID_2, CloudflareEmulator
+from tests.cf_emulator import (
+    ACCOUNT_ID,
+    CLOUDFLARE_IPV4,
+    CLOUDFLARE_IPV6,
+    EMAIL,
+    GLOBAL_KEY,
+    TOKEN,
+    ZONE_ID,
+    ZONE_ID_2,
+    CloudflareEmulator,
+    checked_emulator,
+)
 
 TAG = "Blocked by fail2ban"
 ZONE = Scope("zone", ZONE_ID)
@@ -55,6 +68,14 @@ def seed(
         value = f"203.0.113.{i}"
         cf.add_rule(scope.kind, scope.id, "ip", value, notes=f"{notes} jail=sshd host=web1 n={i}")
         values.append(value)
+    return values
+
+
+def seed_many(cf: CloudflareEmulator, n: int) -> list[str]:
+    """n untagged rules for 45.155.x.y (more than one /24 holds)."""
+    values = [f"45.155.{i // 250}.{i % 250 + 1}" for i in range(n)]
+    for value in values:
+        cf.add_rule("zone", ZONE_ID, "ip", value, notes="operator's own")
     return values
 
 
@@ -189,6 +210,26 @@ def test_parse_rule_fills_defaults_and_parses_times() -> None:
             _parse_rule(broken, ZONE, "GET", "/x")
 
 
+class FailingThenScripted(requests.Session):
+    """Raises the given transport errors, then answers (status, body) pairs in turn."""
+
+    def __init__(self, errors: list[requests.RequestException], *answers: tuple[int, Any]) -> None:
+        super().__init__()
+        self.errors = list(errors)
+        self.answers = list(answers)
+        self.calls = 0
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        status, body = self.answers.pop(0)
+        response = requests.Response()
+        response.status_code = status
+        response._content = json.dumps(body).encode()
+        return response
+
+
 class ScriptedSession(requests.Session):
     """Answers from a script instead of the network; records what the client asks of it.
 
@@ -217,7 +258,7 @@ def api_rule(n: int) -> dict[str, Any]:
     return {"id": f"{n:032x}", "mode": "block", "configuration": {"target": "ip", "value": f"192.0.2.{n}"}}
 
 
-def scripted_client(session: ScriptedSession, **kwargs: Any) -> Client:
+def scripted_client(session: requests.Session, **kwargs: Any) -> Client:
     return Client(
         "https://api.cloudflare.com/client/v4",
         Credentials(token=TOKEN),
@@ -271,11 +312,72 @@ def test_list_reads_every_page_until_a_short_one(cf: CloudflareEmulator) -> None
     assert h.client.retried == 0 and h.sleeps == []
 
 
-def test_list_with_an_exactly_full_last_page_asks_for_one_more(cf: CloudflareEmulator) -> None:
+def test_list_with_an_exactly_full_last_page_stops_at_total_pages(cf: CloudflareEmulator) -> None:
     seed(cf, 10)
     h = Harness(cf, per_page=5)
     assert len(h.client.list_rules(ZONE, TAG)) == 10
-    assert [r.query["page"] for r in gets(cf)] == ["1", "2", "3"]
+    assert [r.query["page"] for r in gets(cf)] == ["1", "2"]
+
+
+def test_list_without_total_pages_asks_for_one_more_after_a_full_page() -> None:
+    session = ScriptedSession(ok([api_rule(n) for n in range(1, 6)]), ok([]))
+    assert len(scripted_client(session, per_page=5).list_rules(ZONE, TAG)) == 5
+    assert len(session.calls) == 2
+
+
+def test_list_follows_a_page_size_the_server_clamps() -> None:
+    # Asked for 1000, served 50 a page (issue 7 item 2): a page of 50 is not the last one.
+    with checked_emulator(clamp_per_page=50) as cf:
+        values = seed_many(cf, 120)
+        h = Harness(cf)
+        rules = h.client.list_rules(ZONE)
+        assert [r.value for r in rules] == values
+        assert [(r.query["page"], r.query["per_page"]) for r in gets(cf)] == [
+            ("1", "1000"),
+            ("2", "1000"),
+            ("3", "1000"),
+        ]
+
+
+def test_list_trusts_the_reported_page_size_without_total_pages() -> None:
+    def page(*ns: int) -> dict[str, Any]:
+        return {**ok([api_rule(n) for n in ns]), "result_info": {"page": 1, "per_page": 5, "count": len(ns)}}
+
+    session = ScriptedSession(page(1, 2, 3, 4, 5), page(6, 7, 8, 9, 10), page(11, 12))
+    rules = scripted_client(session, per_page=1000).list_rules(ZONE)
+    assert [r.id for r in rules] == [f"{n:032x}" for n in range(1, 13)]
+    assert len(session.calls) == 3
+
+
+def test_list_from_a_server_that_ignores_page_ends_incomplete_at_once() -> None:
+    with checked_emulator(ignore_page=True, clamp_per_page=50) as cf:
+        values = seed_many(cf, 120)
+        # A small budget: without the check the listing would spend all of it on page 1 again and again.
+        h = Harness(cf, pacer=Pacer(1_000_000, 20, 600))
+        with pytest.raises(IncompleteListing) as info:
+            h.client.list_rules(ZONE)
+        exc = info.value
+        assert [r.value for r in exc.rules] == values[:50]
+        assert "page=2" in exc.path and "brings no rule not seen before" in str(exc)
+        assert str(exc).startswith(
+            f"listing of {ZONE} incomplete after 50 rules: GET {ZONE.rules_path}?page=2"
+        )
+        assert h.client.requests == 2
+
+
+def test_list_ignoring_page_without_total_pages_ends_incomplete_too() -> None:
+    full = ok([api_rule(n) for n in range(1, 6)])
+    session = ScriptedSession(full, full, full, full)
+    client = Client(
+        "https://api.cloudflare.com/client/v4",
+        Credentials(token=TOKEN),
+        pacer=Pacer(1_000_000, 4, 10),
+        session=session,
+        per_page=5,
+    )
+    with pytest.raises(IncompleteListing, match="page 2 is full but brings no rule not seen before"):
+        client.list_rules(ZONE)
+    assert len(session.calls) == 2
 
 
 def test_list_of_an_empty_scope_is_one_request(cf: CloudflareEmulator) -> None:
@@ -316,7 +418,7 @@ def test_legacy_email_and_key_auth(cf: CloudflareEmulator) -> None:
     seed(cf, 2)
     h = Harness(cf, credentials=Credentials(email=EMAIL, key=GLOBAL_KEY))
     assert len(h.client.list_rules(ZONE, TAG)) == 2
-    assert h.client.create_rule(ZONE, "ip", "198.51.100.20", "block", f"{TAG} x") is not None
+    assert h.client.create_rule(ZONE, "ip", "198.51.100.20", "block", f"{TAG} x").rule is not None
     assert {r.auth for r in cf.requests} == {"key"}
 
 
@@ -352,8 +454,8 @@ def test_wrong_token_during_listing_is_an_incomplete_listing(cf: CloudflareEmula
 
 def test_create_ip_and_ip6(cf: CloudflareEmulator) -> None:
     h = Harness(cf)
-    v4 = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} jail=sshd")
-    v6 = h.client.create_rule(ACCOUNT, "ip6", "2001:db8::4", "managed_challenge", f"{TAG} jail=recidive")
+    v4 = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} jail=sshd").rule
+    v6 = h.client.create_rule(ACCOUNT, "ip6", "2001:db8::4", "managed_challenge", f"{TAG} jail=recidive").rule
     assert v4 is not None and v6 is not None
     assert (v4.scope, v4.target, v4.value, v4.mode, v4.notes) == (
         ZONE,
@@ -377,16 +479,64 @@ def test_create_ip_and_ip6(cf: CloudflareEmulator) -> None:
 def test_create_duplicate_counts_as_done(cf: CloudflareEmulator) -> None:
     cf.add_rule("zone", ZONE_ID, "ip", "198.51.100.4", notes="someone else's rule")
     h = Harness(cf)
-    assert h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG) is None
+    created = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.rule is None and created.duplicate and not created.stored_earlier
     assert len(cf.rules()) == 1 and cf.rules()[0]["notes"] == "someone else's rule"
     assert h.client.requests == 1
 
 
+@pytest.mark.parametrize("kind", ["lost", "late"])
+def test_create_whose_answer_was_lost_counts_as_done(cf: CloudflareEmulator, kind: str) -> None:
+    # The first attempt is stored but its answer never arrives (reset / past the timeout); the retry
+    # answers 10009 for the rule that attempt made (issue 7 item 9).
+    h = Harness(cf, timeout=0.3)
+    cf.inject(kind, method="POST", delay=1.0)
+    created = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} x")
+    assert created.stored_earlier and not created.duplicate and created.rule is None
+    assert h.client.requests == 2 and h.client.retried == 1
+    assert [r["notes"] for r in cf.rules()] == [f"{TAG} x"]
+
+
+def test_duplicate_after_a_connection_that_was_never_made_is_still_a_duplicate() -> None:
+    # A connect timeout means the request never left: the 10009 is about someone else's rule.
+    duplicate = {"success": False, "errors": [{"code": 10009, "message": "duplicate"}], "messages": []}
+    session = FailingThenScripted([requests.ConnectTimeout("connect timed out")], (400, duplicate))
+    created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.duplicate and not created.stored_earlier
+    refused = refused_connection()
+    session = FailingThenScripted([refused], (400, duplicate))
+    created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.duplicate and not created.stored_earlier
+    session = FailingThenScripted([requests.ReadTimeout("read timed out")], (400, duplicate))
+    created = scripted_client(session).create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.stored_earlier and not created.duplicate
+
+
+def refused_connection() -> requests.ConnectionError:
+    """What requests raises for a loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        requests.post(f"http://127.0.0.1:{port}/", json={}, timeout=2)
+    except requests.ConnectionError as exc:
+        return exc
+    raise AssertionError("a closed port accepted a connection")
+
+
+def test_transient_fault_before_a_create_is_a_new_rule(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    cf.inject("reset", method="POST")  # refused before the server did anything
+    created = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG)
+    assert created.rule is not None and not created.stored_earlier and not created.duplicate
+
+
 def test_update_rule(cf: CloudflareEmulator) -> None:
     h = Harness(cf)
-    made = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} until=a")
+    made = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} until=a").rule
     assert made is not None
     updated = h.client.update_rule(ZONE, made.id, "challenge", f"{TAG} until=b")
+    assert updated is not None
     assert (updated.id, updated.mode, updated.notes, updated.value) == (
         made.id,
         "challenge",
@@ -398,22 +548,143 @@ def test_update_rule(cf: CloudflareEmulator) -> None:
     assert patch.method == "PATCH" and patch.body == {"mode": "challenge", "notes": f"{TAG} until=b"}
 
 
-def test_update_of_a_missing_rule_is_an_error(cf: CloudflareEmulator) -> None:
+def test_update_of_a_missing_rule_says_it_is_gone(cf: CloudflareEmulator) -> None:
     h = Harness(cf)
-    with pytest.raises(ApiError) as info:
-        h.client.update_rule(ZONE, "0" * 32, "block", TAG)
-    assert info.value.status == 404
+    assert h.client.update_rule(ZONE, "0" * 32, "block", TAG) is None
+    assert [(r.method, r.status) for r in cf.requests] == [("PATCH", 404)]
 
 
 def test_delete_rule_and_delete_again(cf: CloudflareEmulator) -> None:
     h = Harness(cf)
-    made = h.client.create_rule(ACCOUNT, "ip", "198.51.100.4", "block", TAG)
+    made = h.client.create_rule(ACCOUNT, "ip", "198.51.100.4", "block", TAG).rule
     assert made is not None
     assert h.client.delete_rule(ACCOUNT, made.id) is True
     assert cf.rules("account", ACCOUNT_ID) == []
     assert h.client.delete_rule(ACCOUNT, made.id) is False  # already gone: done
     deletes = [r for r in cf.writes() if r.method == "DELETE"]
     assert len(deletes) == 2 and all(r.body == {} for r in deletes)
+
+
+# --- for the operator's tools: find_rules, verify_token, cloudflare_ips, last_date ----------------------
+
+
+def test_find_rules_returns_every_rule_covering_an_address(cf: CloudflareEmulator) -> None:
+    ip = "45.155.205.233"
+    exact = cf.add_rule("zone", ZONE_ID, "ip", ip, notes="operator: partner")  # foreign: no tag
+    net24 = cf.add_rule("zone", ZONE_ID, "ip_range", "45.155.205.0/24", mode="challenge")
+    net16 = cf.add_rule("zone", ZONE_ID, "ip_range", "45.155.0.0/16", mode="whitelist", notes="x")
+    cf.add_rule("zone", ZONE_ID, "ip", "45.155.205.234", notes=TAG)  # a neighbour: not covering
+    cf.add_rule("zone", ZONE_ID, "ip_range", "45.154.0.0/16")
+    cf.add_rule("zone", ZONE_ID_2, "ip", ip, notes=TAG)  # another zone
+    h = Harness(cf)
+    found = h.client.find_rules(ZONE, ip)
+    assert [r.id for r in found] == [exact["id"], net24["id"], net16["id"]]
+    assert [(r.target, r.mode, r.notes) for r in found] == [
+        ("ip", "block", "operator: partner"),
+        ("ip_range", "challenge", ""),
+        ("ip_range", "whitelist", "x"),
+    ]
+    assert [r.query["configuration.value"] for r in gets(cf)] == [ip, "45.155.205.0/24", "45.155.0.0/16"]
+    assert all("notes" not in r.query for r in gets(cf))
+
+
+def test_find_rules_for_ipv6_and_for_other_values(cf: CloudflareEmulator) -> None:
+    v6 = cf.add_rule("zone", ZONE_ID, "ip6", "2a06:4880:1::7")
+    net = cf.add_rule("zone", ZONE_ID, "ip_range", "2a06:4880::/32")
+    country = cf.add_rule("zone", ZONE_ID, "country", "DE")
+    h = Harness(cf)
+    assert [r.id for r in h.client.find_rules(ZONE, "2A06:4880:1:0::7")] == [v6["id"], net["id"]]
+    assert [r.query["configuration.value"] for r in gets(cf)] == [
+        "2a06:4880:1::7",
+        "2a06:4880:1::/64",
+        "2a06:4880:1::/48",
+        "2a06:4880::/32",
+    ]
+    cf.clear_log()
+    assert [r.id for r in h.client.find_rules(ZONE, "DE")] == [country["id"]]
+    assert len(cf.requests) == 1
+    assert h.client.find_rules(ACCOUNT, "45.155.205.233") == []
+
+
+def test_verify_token_active(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    assert h.client.verify_token() == TokenStatus("active", None, None)
+    assert [(r.method, r.path, r.auth) for r in cf.requests] == [("GET", "/user/tokens/verify", "token")]
+
+
+@pytest.mark.parametrize("status", ["active", "disabled", "expired"])
+def test_verify_token_reports_status_and_dates(status: str) -> None:
+    ends = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    starts = datetime(2026, 1, 1, tzinfo=UTC)
+    with checked_emulator(token_status=status, token_expires_on=ends, token_not_before=starts) as cf:
+        assert Harness(cf).client.verify_token() == TokenStatus(status, ends, starts)
+
+
+def test_verify_token_with_a_wrong_token_or_no_token(cf: CloudflareEmulator) -> None:
+    with pytest.raises(ApiError) as info:
+        Harness(cf, credentials=Credentials(token=WRONG_TOKEN)).client.verify_token()
+    assert info.value.status == 401 and info.value.codes == (1000,)
+    assert str(info.value).startswith("GET /user/tokens/verify -> HTTP 401")
+    assert WRONG_TOKEN not in str(info.value)
+    cf.clear_log()
+    with pytest.raises(ValueError, match="not a token"):
+        Harness(cf, credentials=Credentials(email=EMAIL, key=GLOBAL_KEY)).client.verify_token()
+    assert cf.requests == []
+
+
+def test_verify_token_bad_answer_names_the_request() -> None:
+    session = ScriptedSession(ok({"id": "x", "status": "active", "expires_on": "soon"}), ok({"id": "x"}))
+    client = scripted_client(session)
+    with pytest.raises(CloudflareError, match=r"^GET /user/tokens/verify: .*expires_on 'soon'"):
+        client.verify_token()
+    with pytest.raises(CloudflareError, match=r"^GET /user/tokens/verify: .*no status"):
+        client.verify_token()
+
+
+def test_cloudflare_ips_are_read_without_sending_credentials(cf: CloudflareEmulator) -> None:
+    h = Harness(cf)
+    v4, v6 = h.client.cloudflare_ips()
+    assert (v4, v6) == (CLOUDFLARE_IPV4, CLOUDFLARE_IPV6)
+    assert len(v4) == 15 and len(v6) == 7
+    assert [(r.method, r.path, r.auth) for r in cf.requests] == [("GET", "/ips", "none")]
+    cf.cloudflare_ipv4, cf.cloudflare_ipv6 = ("104.16.0.0/13",), ("2606:4700::/32",)
+    assert h.client.cloudflare_ips() == (("104.16.0.0/13",), ("2606:4700::/32",))
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        ({"ipv4_cidrs": ["104.16.0.0/13"]}, "`ipv6_cidrs` is not a non-empty list"),
+        ({"ipv4_cidrs": ["2606:4700::/32"], "ipv6_cidrs": ["2606:4700::/32"]}, "not an IPv4 network"),
+        ({"ipv4_cidrs": ["104.16.0.0/33"], "ipv6_cidrs": ["2606:4700::/32"]}, "not an IPv4 network"),
+        ({"ipv4_cidrs": [5], "ipv6_cidrs": ["2606:4700::/32"]}, "not an IPv4 network"),
+        ("104.16.0.0/13", "not an object"),
+    ],
+)
+def test_cloudflare_ips_bad_answers_name_the_request(result: Any, words: str) -> None:
+    session = ScriptedSession(ok(result))
+    with pytest.raises(CloudflareError, match=r"^GET /ips: ") as info:
+        scripted_client(session).cloudflare_ips()
+    assert words in str(info.value)
+    assert "Authorization" not in session.calls[0]["headers"]
+
+
+def test_last_date_is_the_date_header_of_the_last_answer() -> None:
+    with checked_emulator(date_offset=-120) as cf:
+        h = Harness(cf)
+        assert h.client.last_date is None
+        h.client.list_rules(ZONE)
+        assert h.client.last_date is not None and h.client.last_date.tzinfo is not None
+        skew = (h.client.last_date - datetime.now(UTC)).total_seconds()
+        assert -123 < skew < -117
+        cf.date_offset = 3600
+        h.client.cloudflare_ips()
+        skew = (h.client.last_date - datetime.now(UTC)).total_seconds()
+        assert 3597 < skew < 3601
+    no_date = ScriptedSession(ok([]))
+    client = scripted_client(no_date)
+    client.list_rules(ZONE)
+    assert client.last_date is None
 
 
 # --- faults and retries ---------------------------------------------------------------------------------
@@ -433,17 +704,17 @@ def test_transient_faults_are_retried(cf: CloudflareEmulator, kind: str) -> None
 def test_transient_fault_on_a_write_is_retried(cf: CloudflareEmulator) -> None:
     h = Harness(cf)
     cf.inject("503", method="POST")
-    assert h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG) is not None
+    assert h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", TAG).rule is not None
     assert len(cf.rules()) == 1 and h.client.retried == 1
 
 
 def test_a_slow_answer_past_the_timeout_is_retried(cf: CloudflareEmulator) -> None:
-    made = Harness(cf).client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} old")
+    made = Harness(cf).client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} old").rule
     assert made is not None
     h = Harness(cf, timeout=0.3)
     cf.inject("delay", method="PATCH", delay=1.5)
     updated = h.client.update_rule(ZONE, made.id, "block", f"{TAG} new")
-    assert updated.notes == f"{TAG} new"
+    assert updated is not None and updated.notes == f"{TAG} new"
     assert h.client.requests == 2 and h.client.retried == 1
 
 

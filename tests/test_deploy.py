@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile import __version__, credentials, metrics, run
 from reconcile import config as config_mod
-from reconcile.cloudflare import Credentials
+from reconcile.credentials import Credentials
 from reconcile.errors import EXIT_OK, EXIT_UNSAFE, Fail2banError
 from reconcile.model import BanEntry, Fail2banState
 from reconcile.notes import Lease, format_note
@@ -302,7 +302,7 @@ def test_installed_command_reports_against_the_emulator(
     installed: Path, f2b: F2B, cf: CloudflareEmulator, tmp_path: Path
 ) -> None:
     """The installed configuration, given a zone, a token and (here) the test's endpoints, runs --report."""
-    f2b.ban("sshd", "1.2.3.4", "2606:4700::1")
+    f2b.ban("sshd", "1.2.3.4", "2a06:4880::1")
     cf.add_rule("zone", ZONE_ID, "ip", "5.6.7.8", notes="Fail2Ban sshd")  # an older script's rule
     token = tmp_path / "API_TOKEN"
     token.write_text(TOKEN + "\n")
@@ -335,8 +335,8 @@ def test_installed_command_reports_against_the_emulator(
     )
     assert result.returncode == EXIT_OK, result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].isdigit()}
-    assert set(rows) == {"1.2.3.4", "2606:4700::1", "5.6.7.8"}, result.stdout
-    assert "add" in rows["1.2.3.4"] and "add" in rows["2606:4700::1"]
+    assert set(rows) == {"1.2.3.4", "2a06:4880::1", "5.6.7.8"}, result.stdout
+    assert "add" in rows["1.2.3.4"] and "add" in rows["2a06:4880::1"]
     assert "legacy" in rows["5.6.7.8"]  # adopted as ours, expired since fail2ban no longer bans it
     assert "report: would write 2 to add" in result.stderr
     assert cf.writes() == []
@@ -685,7 +685,7 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
     f2b.ban("manual", "9.9.9.9")
     now = datetime.now(UTC).replace(microsecond=0)
     cf.add_rule("zone", ZONE_ID, "ip", "5.6.7.8", notes="Fail2Ban sshd")  # legacy: adopted (renewed)
-    cf.add_rule("zone", ZONE_ID, "ip", "9.9.9.9", notes="")  # untagged: the create is a duplicate
+    cf.add_rule("zone", ZONE_ID, "ip", "9.9.9.9", notes="")  # untagged, listed: foreign
     lease = (
         format_note("Blocked by fail2ban", Lease(("sshd",), ("web2",), now, now + timedelta(hours=1))) or ""
     )
@@ -716,14 +716,13 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
         (("owner", "others"),): 1,
         (("owner", "ours"),): 0,
         (("owner", "unknown"),): 0,
-        (("owner", "untagged"),): 0,
+        (("owner", "untagged"),): 1,
     }
     planned = {labels[0][1]: value for labels, value in got["reconcile_changes_planned"].items()}
-    assert planned == {"add": 2, "renew": 1, "expire": 0, "keep": 1, "foreign": 0, "skip": 1}
+    assert planned == {"add": 1, "renew": 1, "expire": 0, "keep": 1, "foreign": 1, "skip": 1}
     applied = {(dict(k)["action"], dict(k)["result"]): v for k, v in got["reconcile_changes_applied"].items()}
     assert {k: v for k, v in applied.items() if v} == {
         ("add", "done"): 1,
-        ("add", "duplicate"): 1,
         ("renew", "done"): 1,
     }
     assert len(applied) == 3 * 5  # every write action x every result, zeros included

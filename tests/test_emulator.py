@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
+import ipaddress
 import json
 import re
 import threading
@@ -16,6 +18,8 @@ import requests
 
 from tests.cf_emulator import (
     ACCOUNT_ID,
+    CLOUDFLARE_IPV4,
+    CLOUDFLARE_IPV6,
     EMAIL,
     GLOBAL_KEY,
     TOKEN,
@@ -284,6 +288,39 @@ def test_max_per_page_is_configurable() -> None:
         assert session().get(url(emulator), params={"per_page": 55}).status_code == 400
 
 
+def test_clamp_per_page_serves_and_reports_the_smaller_page() -> None:
+    with checked_emulator(clamp_per_page=50) as emulator:
+        for i in range(120):
+            emulator.add_rule("zone", ZONE_ID, "ip", f"45.155.{i // 200}.{i % 200 + 1}")
+        s = session()
+        pages = [s.get(url(emulator), params={"page": n, "per_page": 1000}).json() for n in (1, 2, 3)]
+        assert [len(p["result"]) for p in pages] == [50, 50, 20]
+        assert [p["result_info"]["per_page"] for p in pages] == [50, 50, 50]
+        assert [p["result_info"]["total_pages"] for p in pages] == [3, 3, 3]
+        assert pages[2]["result_info"] == {
+            "page": 3,
+            "per_page": 50,
+            "count": 20,
+            "total_count": 120,
+            "total_pages": 3,
+        }
+        assert len({r["id"] for p in pages for r in p["result"]}) == 120
+        # Below the clamp nothing changes.
+        small = s.get(url(emulator), params={"per_page": 5}).json()
+        assert len(small["result"]) == 5 and small["result_info"]["per_page"] == 5
+
+
+def test_ignore_page_answers_every_page_with_the_first() -> None:
+    with checked_emulator(ignore_page=True) as emulator:
+        for i in range(12):
+            emulator.add_rule("zone", ZONE_ID, "ip", f"45.155.0.{i + 1}")
+        s = session()
+        pages = [s.get(url(emulator), params={"page": n, "per_page": 5}).json() for n in (1, 2, 3)]
+        assert [[r["id"] for r in p["result"]] for p in pages] == [[r["id"] for r in pages[0]["result"]]] * 3
+        assert [p["result_info"]["page"] for p in pages] == [1, 1, 1]
+        assert pages[0]["result_info"]["total_pages"] == 3
+
+
 def test_filters(cf: CloudflareEmulator) -> None:
     a = cf.add_rule("zone", ZONE_ID, "ip", "198.51.100.1", notes="Blocked by fail2ban jail=sshd")
     b = cf.add_rule("zone", ZONE_ID, "ip6", "2001:db8::1", notes="Fail2Ban sshd", mode="challenge")
@@ -417,6 +454,78 @@ def test_violations_fail_the_checked_emulator() -> None:
         assert session().get(url(emulator)).status_code == 200
 
 
+# ------------------------------------------------------------------- token verify, /ips, Date header
+
+
+def test_token_verify_active_by_default(cf: CloudflareEmulator) -> None:
+    answer = session().get(f"{cf.base_url}/user/tokens/verify")
+    assert answer.status_code == 200
+    doc = answer.json()
+    assert doc["success"] is True and doc["errors"] == []
+    assert doc["result"] == {"id": cf.token_id, "status": "active"}
+    assert doc["messages"][0]["message"] == "This API Token is valid and active"
+    assert [(r.method, r.path, r.auth) for r in cf.requests] == [("GET", "/user/tokens/verify", "token")]
+
+
+@pytest.mark.parametrize("status", ["disabled", "expired"])
+def test_token_verify_reports_status_and_dates_and_the_token_stops_working(status: str) -> None:
+    ends = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    starts = datetime(2026, 1, 1, tzinfo=UTC)
+    with checked_emulator(token_status=status, token_expires_on=ends, token_not_before=starts) as emulator:
+        doc = session().get(f"{emulator.base_url}/user/tokens/verify").json()
+        assert doc["result"]["status"] == status
+        assert doc["result"]["expires_on"] == "2026-10-01T12:00:00Z"
+        assert doc["result"]["not_before"] == "2026-01-01T00:00:00Z"
+        refused = session().get(url(emulator))
+        assert refused.status_code == 403 and error_codes(refused) == [10000]
+
+
+def test_token_verify_refuses_a_wrong_token_and_the_global_key(cf: CloudflareEmulator) -> None:
+    wrong = session("cf-wrong-token-1234").get(f"{cf.base_url}/user/tokens/verify")
+    assert wrong.status_code == 401 and error_codes(wrong) == [1000]
+    key = requests.get(
+        f"{cf.base_url}/user/tokens/verify", headers={"X-Auth-Email": EMAIL, "X-Auth-Key": GLOBAL_KEY}
+    )
+    assert key.status_code == 400 and error_codes(key) == [6003]
+    assert requests.get(f"{cf.base_url}/user/tokens/verify").status_code == 400
+    with pytest.raises(ValueError):
+        CloudflareEmulator(token_status="revoked")
+
+
+def test_ips_are_public_and_configurable(cf: CloudflareEmulator) -> None:
+    answer = requests.get(f"{cf.base_url}/ips")  # no credentials: the endpoint is public
+    assert answer.status_code == 200
+    result = answer.json()["result"]
+    assert result["ipv4_cidrs"] == list(CLOUDFLARE_IPV4) and result["ipv6_cidrs"] == list(CLOUDFLARE_IPV6)
+    assert len(CLOUDFLARE_IPV4) == 15 and len(CLOUDFLARE_IPV6) == 7
+    assert all(ipaddress.ip_network(n).version == 4 for n in CLOUDFLARE_IPV4)
+    assert all(ipaddress.ip_network(n).version == 6 for n in CLOUDFLARE_IPV6)
+    assert re.fullmatch(r"[0-9a-f]{32}", result["etag"])
+    assert "jdcloud_cidrs" not in result
+    assert (
+        "jdcloud_cidrs" in requests.get(f"{cf.base_url}/ips", params={"networks": "jdcloud"}).json()["result"]
+    )
+    assert [r.auth for r in cf.requests] == ["none", "none"]
+    with checked_emulator(cloudflare_ipv4=["198.41.128.0/17"], cloudflare_ipv6=[]) as other:
+        assert requests.get(f"{other.base_url}/ips").json()["result"]["ipv4_cidrs"] == ["198.41.128.0/17"]
+
+
+def test_ips_answers_are_checked_against_the_schema(local: CloudflareEmulator) -> None:
+    local.cloudflare_ipv4 = (5,)  # type: ignore[assignment]  # not a string: the schema says array of strings
+    requests.get(f"{local.base_url}/ips")
+    assert any("/ips" in v and "response 200" in v for v in local.violations), local.violations
+
+
+def test_date_header_follows_the_emulator_clock_and_offset() -> None:
+    with checked_emulator(date_offset=-300) as emulator:
+        for answer in (session().get(url(emulator)), requests.get(f"{emulator.base_url}/ips")):
+            sent = email.utils.parsedate_to_datetime(answer.headers["Date"])
+            assert abs((sent - (datetime.now(UTC) - timedelta(seconds=300))).total_seconds()) < 3
+        emulator.date_offset = 90
+        sent = email.utils.parsedate_to_datetime(session().get(url(emulator)).headers["Date"])
+        assert abs((sent - (datetime.now(UTC) + timedelta(seconds=90))).total_seconds()) < 3
+
+
 # ---------------------------------------------------------------------------------------------- faults
 
 
@@ -464,6 +573,24 @@ def test_fault_reset_is_a_connection_error(cf: CloudflareEmulator) -> None:
             s.post(url(cf), json=rule_body("198.51.100.1"), timeout=5)  # a hang must not pass as a reset
     assert s.post(url(cf), json=rule_body("198.51.100.1"), timeout=5).status_code == 200
     assert [r.status for r in cf.writes()] == [0, 0, 200]
+
+
+def test_fault_lost_carries_out_the_request_then_resets(cf: CloudflareEmulator) -> None:
+    cf.inject("lost", method="POST")
+    with pytest.raises(requests.ConnectionError):
+        session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)
+    assert [r["configuration"]["value"] for r in cf.rules()] == ["198.51.100.1"]  # stored all the same
+    again = session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)
+    assert again.status_code == 400 and error_codes(again) == [10009]
+    assert [r.status for r in cf.writes()] == [0, 400]
+
+
+def test_fault_late_carries_out_the_request_at_once_and_answers_late(cf: CloudflareEmulator) -> None:
+    cf.inject("late", method="POST", delay=0.6)
+    with pytest.raises(requests.Timeout):
+        session().post(url(cf), json=rule_body("198.51.100.1"), timeout=0.2)
+    assert len(cf.rules()) == 1  # stored before the client gave up
+    assert error_codes(session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)) == [10009]
 
 
 def test_fault_matching_by_method_and_path(cf: CloudflareEmulator) -> None:

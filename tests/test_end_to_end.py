@@ -124,10 +124,9 @@ def test_untagged_rules_and_other_hosts_live_rules_are_never_touched(harness: Ha
     assert touched.isdisjoint({r["id"] for r in seeded})
     assert lease(after[other_live_banned]).hosts == ("web1", "web2")
     assert after[other_live_banned]["id"] == joined["id"]
-    # The banned IP under an untagged rule: the create answers "duplicate" and is reported, not an error.
-    posts = [w for w in harness.cf.writes() if w.method == "POST"]
-    assert [(w.body["configuration"]["value"], w.status) for w in posts] == [(banned_foreign, 400)]
-    assert "1 already covered by a foreign rule" in result.stderr
+    # The banned IP under an untagged rule is seen in the listing (DESIGN §3): foreign, and no create.
+    assert [w for w in harness.cf.writes() if w.method == "POST"] == []
+    assert "1 foreign" in result.stderr
 
     report = harness.run("--report")
     assert "web2's lease, until" in report.stdout and "unknown format" in report.stdout
@@ -252,6 +251,118 @@ def test_bad_config_and_bad_token_file(harness: Harness):
     result = harness.run()
     assert result.returncode == 2 and "readable by group or others" in result.stderr
     assert harness.cf.requests == []
+
+
+def test_a_token_file_that_is_not_utf8_is_a_config_error(harness: Harness):
+    harness.f2b.ban("sshd", V4)
+    harness.config()
+    harness.token_file.write_bytes(b"cf-\xff\xfe-token\n")
+    result = harness.run()
+    assert result.returncode == 2, result.stderr
+    assert "[cloudflare] api_token_file" in result.stderr and "not UTF-8" in result.stderr
+    assert str(harness.token_file) in result.stderr and "internal error" not in result.stderr
+    credentials_dir = harness.workdir / "credentials"
+    credentials_dir.mkdir()
+    (credentials_dir / "cloudflare-api-token").write_bytes(b"\xff\n")
+    result = harness.run(env={"CREDENTIALS_DIRECTORY": str(credentials_dir)})
+    assert result.returncode == 2, result.stderr
+    assert "cloudflare-api-token is not UTF-8" in result.stderr and "internal error" not in result.stderr
+    assert harness.cf.requests == []
+
+
+def untagged(h: Harness, values: list[str]) -> None:
+    for n, value in enumerate(values):
+        h.cf.add_rule("zone", ZONE_ID, "ip", value, mode="block", notes=f"operator: partner {n}")
+
+
+def our_lease(until: str = "2099-01-01T00:00:00Z") -> str:
+    return f"{TAG} jail=sshd host=web1 since=2026-11-21T00:00:00Z until={until}"
+
+
+def test_banned_addresses_under_untagged_rules_cost_no_request(harness: Harness):
+    # Issue 7 item 4: 40 such addresses with a budget of 30 requests used to give 29 wasted POSTs (10009)
+    # a run, exit 4 for ever, and a stale rule that never expired.
+    covered = [f"91.240.118.{i}" for i in range(10, 50)]
+    stale = [f"45.155.205.{i}" for i in range(80, 85)]
+    untagged(harness, covered)
+    for value in stale:  # ours, no longer banned
+        harness.cf.add_rule("zone", ZONE_ID, "ip", value, notes=our_lease())
+    harness.f2b.ban("sshd", *covered)
+    harness.config(cloudflare={"max_requests_per_run": 30})
+
+    report = harness.run("--report", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    doc = json.loads(report.stdout)
+    actions = {c["ip"]: c["action"] for c in doc["changes"]}
+    assert {actions[v] for v in covered} == {"foreign"} and doc["counts"]["foreign"] == 40
+    assert {actions[v] for v in stale} == {"expire"} and doc["counts"]["add"] == 0
+    table = harness.run("--report")
+    assert sum(1 for line in table.stdout.splitlines() if "foreign" in line and "91.240.118." in line) == 40
+
+    harness.cf.clear_log()
+    first = harness.run()
+    assert first.returncode == 0, first.stderr
+    assert [r.method for r in harness.cf.requests] == ["GET"] + ["DELETE"] * 5
+    assert set(harness.rules()) == set(covered)  # the stale ones expired, the operator's untouched
+
+    harness.cf.clear_log()
+    steady = harness.run()
+    assert steady.returncode == 0, steady.stderr
+    assert [r.method for r in harness.cf.requests] == ["GET"]  # zero POSTs, one request in all
+    assert "40 foreign" in steady.stderr
+
+
+def test_a_zone_listed_50_a_page_is_seen_whole(harness: Harness):
+    # Issue 7 item 2: a server that honours at most 50 per page; 120 managed rules over 3 pages.
+    harness.cf.clamp_per_page = 50
+    banned = [f"91.240.{118 + i // 200}.{i % 200 + 1}" for i in range(100)]
+    stale = [f"45.155.205.{i}" for i in range(100, 120)]
+    harness.f2b.ban("sshd", *banned)
+    first = harness.run()
+    assert first.returncode == 0, first.stderr
+    assert len(harness.rules()) == 100
+    for value in stale:  # created last: they are on pages 3 (rules 101-120)
+        harness.cf.add_rule("zone", ZONE_ID, "ip", value, notes=our_lease())
+
+    harness.cf.clear_log()
+    second = harness.run()
+    assert second.returncode == 0, second.stderr
+    methods = [r.method for r in harness.cf.requests]
+    assert methods == ["GET"] * 3 + ["DELETE"] * 20  # no POST for the 100 that exist
+    assert [r.query["page"] for r in harness.cf.requests[:3]] == ["1", "2", "3"]
+    assert set(harness.rules()) == set(banned)
+
+    harness.cf.clear_log()
+    assert harness.run().returncode == 0
+    assert [r.method for r in harness.cf.requests] == ["GET"] * 2  # 100 rules: 50 + 50, total_pages 2
+
+
+def test_a_server_that_ignores_page_ends_the_listing_as_incomplete(harness: Harness):
+    harness.cf.clamp_per_page, harness.cf.ignore_page = 50, True
+    stale = "45.155.205.90"  # ours, not banned, first in line: on "every" page
+    harness.cf.add_rule("zone", ZONE_ID, "ip", stale, notes=our_lease())
+    untagged(harness, [f"91.240.{118 + i // 200}.{i % 200 + 1}" for i in range(120)])
+    harness.f2b.ban("sshd", V4)
+    result = harness.run()
+    assert result.returncode == 1, result.stderr
+    assert "brings no rule not seen before" in result.stderr and "page=2" in result.stderr
+    # Two pages, then the add that an incomplete listing still allows; no expiry on a partial picture.
+    assert [r.method for r in harness.cf.requests] == ["GET", "GET", "POST"]
+    assert V4 in harness.rules() and stale in harness.rules()
+
+
+def test_a_create_whose_answer_was_lost_is_reported_as_added(harness: Harness):
+    # Issue 7 item 9: the POST is stored, its answer lost; the retry answers 10009 for our own rule.
+    harness.f2b.ban("sshd", V4)
+    harness.cf.inject("lost", method="POST")
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert [(r.method, r.status) for r in harness.cf.requests] == [("GET", 200), ("POST", 0), ("POST", 400)]
+    assert "1 added" in result.stderr and "0 foreign" in result.stderr
+    assert "already covered by a foreign rule" not in result.stderr and "duplicate" not in result.stderr
+    assert lease(harness.rules()[V4]).hosts == ("web1",)
+    harness.cf.clear_log()
+    assert harness.run().returncode == 0 and harness.cf.writes() == []
 
 
 def test_wrong_token_is_a_clear_failure_that_never_shows_the_token(harness: Harness):

@@ -48,19 +48,35 @@ JAIL = "sshd"
 RETRIES = 1  # two attempts per request
 TIMEOUT = 0.5  # the client's HTTP timeout (s)
 DELAY = 1.0  # the "delay" fault: past the client's timeout
-PER_PAGE = 5  # in-process pages: 13 listed rules -> pages of 5, 5 and 3
+# The "late" fault answers this long after doing the work: well past the client's timeout (which has a
+# floor of 1 s), so that no answer races the client's give-up.
+LATE = 2.0
+PER_PAGE = 5  # in-process pages: 15 rules -> 3 full pages (total_pages ends the listing)
 
 # fail2ban's bans (all in sshd) and what the seeded rules make of them
 ADD = ("45.155.205.11", "45.155.205.12", "2a06:4880:1::11")  # banned, no rule: add
 RENEW_LEGACY = "45.155.205.21"  # banned, an older script's rule: adopt (renew)
 RENEW_STALE = "45.155.205.22"  # banned, our rule with a stale lease: renew
-FOREIGN = "45.155.205.31"  # banned, an untagged rule covers it: the create answers duplicate
+FOREIGN = "45.155.205.31"  # banned, an untagged rule covers it: foreign, no request
 OTHER_BANNED = "45.155.205.41"  # banned, another host's live lease covers it: joined
 BANNED = (*ADD, RENEW_LEGACY, RENEW_STALE, FOREIGN, OTHER_BANNED)
 EXPIRE = ("2a06:4880:1::63", "45.155.205.61", "45.155.205.62")  # our rules, not banned: expire
 
-KINDS = ("500", "502", "503", "success_false", "malformed_json", "missing_result", "reset", "delay", "400")
-RETRIED = frozenset({"500", "502", "503", "reset", "delay"})  # 5xx, connection and timeout errors
+# "lost" and "late": the server carries the request out, but its answer is lost (reset) or comes too late.
+KINDS = (
+    "500",
+    "502",
+    "503",
+    "success_false",
+    "malformed_json",
+    "missing_result",
+    "reset",
+    "delay",
+    "400",
+    "lost",
+    "late",
+)
+RETRIED = frozenset({"500", "502", "503", "reset", "delay", "lost", "late"})  # 5xx, connection, timeout
 STEPS = tuple(FAULT_STEPS)
 METHOD = FAULT_STEPS
 ACTION = {"create": Action.ADD, "renew": Action.RENEW, "delete": Action.EXPIRE}
@@ -78,6 +94,7 @@ REAL_COMMAND = {
     ("delay", "create", "exhausted"),
     ("400", "create", "exhausted"),
     ("reset", "first page", "transient"),
+    ("lost", "create", "transient"),
 }
 
 
@@ -132,9 +149,9 @@ def seed(h: Harness, per_page: int = PER_PAGE) -> World:
     add("other_3", "45.155.206.3", lease("web2"))
     add("other_4", "45.155.206.4", lease("web2"))
     add("expire_v6", EXPIRE[0], lease("web1"))
-    add("other_5", "45.155.206.5", lease("web2"))  # page 3 (short)
+    add("other_5", "45.155.206.5", lease("web2"))  # page 3
     add("untagged_listed", "45.155.207.2", "partner VPN, exempt from fail2ban", mode="whitelist")
-    # Not listed at all: the notes filter ("fail2ban") does not match them.
+    # Untagged: listed too (no notes filter), and never ours.
     add("untagged_foreign", FOREIGN, "partner office, keep")
     add("untagged_other", "45.155.207.1", "monitoring", mode="whitelist")
     return World(h, rules, per_page)
@@ -277,12 +294,15 @@ def fault_case(world: World, kind: str, step: str, variant: str, real: bool) -> 
     count = 1 if absorbed or kind not in RETRIED else RETRIES + 1
     no_listing = step == "first page" and not absorbed
     listing_failed = step in ("first page", "later page") and not absorbed
-    inject_at(world.cf, kind, step, count, DELAY)
+    inject_at(world.cf, kind, step, count, LATE if kind == "late" else DELAY)
 
     ran = run_command(world) if real else run_in_process(world)
     assert "Traceback" not in ran.said
     assert ran.exit_code == (0 if absorbed else 1), ran.said
     check_run(world, listing_failed=listing_failed)
+    if not listing_failed:
+        # Said by apply's log line and the command's summary; check_outcome counts it in process.
+        assert ": duplicate" not in ran.said and "already covered by a foreign rule" not in ran.said
     if ran.outcome is not None and ran.outcome.plan is not None:
         check_outcome(ran.outcome, step, absorbed, listing_failed)
     else:
@@ -312,6 +332,10 @@ def check_outcome(outcome: Outcome, step: str, absorbed: bool, listing_failed: b
     assert plan.incomplete == ((ZONE,) if listing_failed else ())
     failed = [o for o in applied.outcomes if o.result is Result.FAILED]
     assert applied.count(Result.PENDING) == 0
+    if not listing_failed:
+        # Every rule was listed, the foreign one too: no create may end as a duplicate, not even the
+        # retry of one whose first answer was lost (it answers 10009 for the rule that attempt stored).
+        assert applied.count(Result.DUPLICATE) == 0
     if absorbed or listing_failed:
         assert failed == []
     else:
@@ -334,10 +358,10 @@ def faulted_request(cf: CloudflareEmulator, step: str) -> RequestRecord:
 
 # --- 429, budget, deadline ------------------------------------------------------------------------------
 
-# Requests before the step in a clean run of the command: 1 listing page (of 1000), then 4 creates (3 adds,
-# 1 duplicate), 2 renewals, 3 expiries. The emulator's limit is set so that the step's request is the first
-# one over it.
-BEFORE_429 = {"first page": 0, "create": 1, "renew": 5, "delete": 8}
+# Requests before the step in a clean run of the command: 1 listing page (of 1000), then 3 creates (the
+# foreign address costs none), 3 renewals (2 renews, 1 join), 3 expiries. The emulator's limit is set so
+# that the step's request is the first one over it.
+BEFORE_429 = {"first page": 0, "create": 1, "renew": 4, "delete": 7}
 
 
 def next_window(cf: CloudflareEmulator) -> None:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile.apply import apply
+from reconcile.cloudflare import Created
 from reconcile.errors import BudgetExhausted
 from reconcile.model import Ban, Rule, RuleListing, Scope
 from reconcile.notes import NoteKind, parse_note
@@ -46,16 +47,16 @@ class Zone:
                 raise BudgetExhausted("the run died half-way")
             self.writes_left -= 1
 
-    def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Rule | None:
+    def create_rule(self, scope: Scope, target: str, value: str, mode: str, notes: str) -> Created:
         self._spend()
         if any(r.value == value for r in self.rules.values()):
-            return None  # 10009
+            return Created(None)  # 10009
         self.next_id += 1
         rule = Rule(f"{self.next_id:032x}", scope, target, value, mode, notes, NOW)
         self.rules[rule.id] = rule
-        return rule
+        return Created(rule)
 
-    def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule:
+    def update_rule(self, scope: Scope, rule_id: str, mode: str, notes: str) -> Rule | None:
         self._spend()
         rule = replace(self.rules[rule_id], mode=mode, notes=notes)  # the planner saw it: it exists
         self.rules[rule_id] = rule

@@ -60,7 +60,9 @@ POOL = (
     "2a06:4880:1::101",
     "2a06:4880:1::102",
 )
-UNTAGGED_POOL, OTHER_HOST_POOL = POOL[0], POOL[1]  # covered by rules no run may touch
+# covered by an untagged rule no run may touch, and by another host's live lease that web1 joins while it
+# bans the address and leaves when it no longer does: never deleted
+UNTAGGED_POOL, OTHER_HOST_POOL = POOL[0], POOL[1]
 STATS: Counter[str] = Counter()
 
 
@@ -114,7 +116,7 @@ class ReconcileModel(RuleBasedStateMachine):
         )
         self.untouchable: dict[str, dict[str, Any]] = {}
         future, past = "2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z"
-        self._seed("untouchable", OTHER_HOST_POOL, lease("web2", future))
+        self.shared = self._seed("shared", OTHER_HOST_POOL, lease("web2", future))
         self._seed("untouchable", "45.155.207.2", "partner VPN, exempt from fail2ban", mode="whitelist")
         self._seed("managed", POOL[2], lease("web2", past))  # another host's ended lease: ours to take
         self._seed("managed", POOL[3], "Fail2Ban sshd")  # an older script's rule: ours to adopt
@@ -123,11 +125,12 @@ class ReconcileModel(RuleBasedStateMachine):
         self._seed("untouchable", UNTAGGED_POOL, "partner office, keep")  # not listed: no "fail2ban"
         STATS["examples"] += 1
 
-    def _seed(self, kind: str, value: str, notes: str, mode: str = "block") -> None:
+    def _seed(self, kind: str, value: str, notes: str, mode: str = "block") -> dict[str, Any]:
         target = "ip6" if ":" in value else "ip"
         rule = self.cf.add_rule("zone", ZONE_ID, target, value, mode=mode, notes=notes)
         if kind == "untouchable":
             self.untouchable[rule["id"]] = rule
+        return rule
 
     def teardown(self) -> None:
         try:
@@ -222,6 +225,10 @@ class ReconcileModel(RuleBasedStateMachine):
             assert self.cf.writes() == [], "a run that could not list wrote anyway"
         for rule_id, seeded in self.untouchable.items():
             assert after.get(rule_id) == seeded, f"untouchable rule {seeded['configuration']} changed"
+        shared = after.get(self.shared["id"])
+        assert shared is not None, "the rule web2 still holds was deleted"
+        note = parse_note(shared["notes"], TAG)
+        assert note is not None and "web2" in note.hosts and note.until is not None, shared["notes"]
         deletes = [r for r in self.cf.writes() if r.method == "DELETE"]
         targets = {r.path.rsplit("/", 1)[1] for r in deletes}
         vanished = set(before) - set(after)
@@ -244,9 +251,13 @@ class ReconcileModel(RuleBasedStateMachine):
         rules = self.cf.rules("zone", ZONE_ID)
         by_value = {r["configuration"]["value"]: r for r in rules}
         assert len(by_value) == len(rules)
-        covered = {r["configuration"]["value"] for r in self.untouchable.values()}
-        ours = {ip: jails for ip, jails in self.banned().items() if ip not in covered}
+        covered = {r["configuration"]["value"] for r in self.untouchable.values()} | {OTHER_HOST_POOL}
+        banned = self.banned()
+        ours = {ip: jails for ip, jails in banned.items() if ip not in covered}
         assert set(by_value) == covered | set(ours)
+        shared = parse_note(by_value[OTHER_HOST_POOL]["notes"], TAG)
+        assert shared is not None
+        assert shared.hosts == (("web1", "web2") if OTHER_HOST_POOL in banned else ("web2",))
         for seeded in self.untouchable.values():
             assert by_value[seeded["configuration"]["value"]] == seeded
         for ip, jails in ours.items():

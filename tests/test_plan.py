@@ -126,7 +126,7 @@ CASES = [
         [rule("45.155.205.10", SHARED_LONGER)],
         Action.RENEW,
         "web1,web2",
-        "web2 still ban it",
+        "web2 still bans it",
     ),
     (
         "leave when allowlisted here but banned elsewhere",
@@ -449,3 +449,44 @@ def test_properties(banned, ruled, complete):
     rows = [c.value for c in plan.changes if c.scope == ZONE]
     assert sorted(set(rows)) == sorted(rows)
     assert banned <= set(rows)
+
+
+def test_a_host_that_no_longer_fits_in_the_note_is_not_added_and_says_so():
+    crowd = [f"host-{i:03d}-with-a-rather-long-name" for i in range(12)] + ["zz-host-10000"]
+    full = lease(B, crowd)
+    assert 498 <= len(full) <= 500  # room for no one else, even with the jails cut to "+1"
+    change = only(plan_of([B], [rule("45.155.205.10", full)]))
+    assert change.action is Action.KEEP and change.notes == ""
+    assert "does not fit in the 500-character note" in change.reason
+
+
+def test_join_keeps_the_other_hosts_and_the_later_end():
+    other = lease(B, "web2", until=NOW + 9 * H)
+    change = only(plan_of([B], [rule("45.155.205.10", other)]))
+    written = parse_note(change.notes, TAG)
+    assert change.action is Action.RENEW and written is not None
+    assert written.hosts == ("web1", "web2") and written.until == NOW + 9 * H
+
+
+def test_leave_keeps_the_lease_and_drops_only_this_host():
+    shared = lease(B, ["web1", "web2", "web3"], until=NOW + 9 * H)
+    change = only(plan_of([], [rule("45.155.205.10", shared)]))
+    written = parse_note(change.notes, TAG)
+    assert change.action is Action.RENEW and change.ban is None and written is not None
+    assert written.hosts == ("web2", "web3") and written.until == NOW + 9 * H
+
+
+def test_take_over_of_an_ended_lease_writes_this_host_alone():
+    ended = lease(ban("45.155.205.10", since=-5, until=-1), ["web2", "web3"])
+    change = only(plan_of([B], [rule("45.155.205.10", ended)]))
+    written = parse_note(change.notes, TAG)
+    assert change.action is Action.RENEW and written is not None
+    assert written.hosts == ("web1",) and written.until == B.until
+
+
+def test_cloudflare_ranges_are_skipped_only_when_configured():
+    cf = ban("104.16.0.5")
+    policy = Policy(tag=TAG, host_id="web1", cloudflare_ranges=(ipaddress.ip_network("104.16.0.0/13"),))
+    skipped = only(plan_of([cf], policy=policy))
+    assert skipped.action is Action.SKIP and skipped.reason == "Cloudflare's own address"
+    assert only(plan_of([cf])).action is Action.ADD

@@ -141,13 +141,14 @@ def test_without_pacing_the_same_burst_is_rate_limited_and_the_run_stops_at_the_
         for h in harness_for(burst_f2b, cf, tmp_path):
             pacer = Pacer(1e12, 100_000, 3600)
             outcome = h.execute(pacer=pacer)
-            assert outcome.exit_code == 4
-            assert isinstance(outcome.error, RateLimited) and outcome.error.retry_after
+            assert outcome.exit_code == 4 and outcome.applied is not None
+            stopped = outcome.applied.stopped
+            assert isinstance(stopped, RateLimited) and stopped.retry_after
             assert cf.rate_limited == 1, "requests went on after the first 429"
             assert len(cf.requests) == LIMIT + 1 == pacer.requests
             assert cf.requests[-1].status == 429
             assert len(h.rules()) == LIMIT - 1  # one listing request, then creates until the limit
             print(
                 f"\nunpaced control: {pacer.requests} requests at {pacer.rate_per_minute():.0f}/min real, "
-                f"request {LIMIT + 1} answered 429 (retry after {outcome.error.retry_after:g} s), run stopped"
+                f"request {LIMIT + 1} answered 429 (retry after {stopped.retry_after:g} s), run stopped"
             )

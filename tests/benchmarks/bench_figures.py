@@ -369,7 +369,8 @@ def test_planner(case: str) -> None:
             "child peak RSS MiB": round(rss_mib, 1),
             "RSS growth MiB": round((rss["peak_kib"] - rss["before_kib"]) / 1024, 1),
             "target": "< 1 s, < 200 MB",
-            "result": f"time {report.verdict(took < 1.0)}, memory {report.verdict(peak_mib < 200 and rss_mib < 200)}",
+            "result": f"time {report.verdict(took < 1.0)}, "
+            f"memory {report.verdict(peak_mib < 200 and rss_mib < 200)}",
         },
     )
     assert peak_mib < 200

@@ -1,0 +1,478 @@
+"""The list backend (DESIGN §9): its pure helpers (/64 items, foreign cover, capacity), then the installed
+command against a real fail2ban and the emulator's account list (bulk operations, cursor, capacity)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconcile.backend import OVER_CAPACITY
+from reconcile.lists import (
+    fit_capacity,
+    foreign_cover,
+    group_bans,
+    item_rule,
+    label_networks,
+    retire,
+    spare_allowlisted,
+)
+from reconcile.model import Ban, Rule, RuleListing, Scope
+from reconcile.notes import Lease, format_note
+from reconcile.plan import Action, Plan, Policy, make_plan
+from tests.cf_emulator import ZONE_ID
+from tests.harness import Harness, requests_made
+
+TAG = "Blocked by fail2ban"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+LIST = Scope("list", "c" * 32)
+POLICY = Policy(tag=TAG, host_id="web1")
+
+
+def ban(ip: str, minutes_ago: int = 0, *, until: datetime | None = NOW + timedelta(hours=1)) -> Ban:
+    return Ban(ipaddress.ip_address(ip), ("sshd",), NOW - timedelta(minutes=minutes_ago), until)
+
+
+def item(ip: str, comment: str | None, item_id: str = "") -> Rule:
+    doc = {"id": item_id or f"{abs(hash(ip)):032x}"[:32], "ip": ip, "comment": comment}
+    return item_rule(doc, LIST, "block", "GET /items")
+
+
+def own(ip: str, minutes_ago: int, hosts: tuple[str, ...] = ("web1",)) -> Rule:
+    since = NOW - timedelta(minutes=minutes_ago)
+    return item(ip, format_note(TAG, Lease(("sshd",), hosts, since, NOW + timedelta(hours=1))))
+
+
+def plan_of(bans: list[Ban], items: list[Rule]) -> Plan:
+    grouped, groups = group_bans(bans)
+    plan = make_plan(grouped, [], [RuleListing(LIST, tuple(items))], POLICY, NOW)
+    return foreign_cover(label_networks(plan, groups), items, TAG)
+
+
+def by_value(plan: Plan) -> dict[str, tuple[Action, str]]:
+    return {c.value: (c.action, c.reason) for c in plan.changes}
+
+
+# --- pure: /64 items ---------------------------------------------------------------------------------
+
+
+def test_ipv6_bans_in_one_64_share_one_item_with_the_latest_end() -> None:
+    later = NOW + timedelta(hours=5)
+    bans = [ban("2a06:4880:1:2::7", 5), ban("2a06:4880:1:2:ffff::8", 1, until=later), ban("45.155.205.1")]
+    grouped, groups = group_bans(bans)
+    assert groups == {ipaddress.ip_address("2a06:4880:1:2::")}
+    (shared,) = [b for b in grouped if b.ip.version == 6]
+    assert shared.until == later and shared.since == NOW - timedelta(minutes=5)
+    plan = plan_of(bans, [])
+    assert {v: a for v, (a, _) in by_value(plan).items()} == {
+        "2a06:4880:1:2::/64": Action.ADD,
+        "45.155.205.1": Action.ADD,
+    }
+
+
+def test_a_permanent_ban_makes_the_64_permanent_and_an_allowlisted_address_stays_alone() -> None:
+    bans = [ban("2a06:4880:1:2::7"), ban("2a06:4880:1:2::8", until=None), ban("2a06:4880:9::1")]
+    allow = (ipaddress.ip_network("2a06:4880:9::1/128"),)
+    grouped, groups = group_bans(bans, allow)
+    assert len(groups) == 1
+    assert {(b.ip.compressed, b.until) for b in grouped} == {
+        ("2a06:4880:1:2::", None),
+        ("2a06:4880:9::1", NOW + timedelta(hours=1)),
+    }
+
+
+def test_a_64_holding_an_allowlisted_address_is_never_written() -> None:
+    allow = (ipaddress.ip_network("2a06:4880:1:2::5/128"),)
+    bans = [ban("2a06:4880:1:2::7"), ban("2a06:4880:1:3::7")]
+    grouped, groups = group_bans(bans, allow)
+    planned = make_plan(grouped, [], [RuleListing(LIST, ())], POLICY, NOW)
+    plan = spare_allowlisted(label_networks(planned, groups), allow)
+    got = by_value(plan)
+    assert got["2a06:4880:1:2::/64"] == (Action.SKIP, "its /64 holds allowlisted 2a06:4880:1:2::5/128")
+    assert got["2a06:4880:1:3::/64"][0] is Action.ADD
+
+
+def test_the_64_item_stays_while_one_address_is_banned_and_goes_when_none_is() -> None:
+    listed = [own("2a06:4880:1:2::/64", 5)]
+    one_left = plan_of([ban("2a06:4880:1:2::8", 5)], listed)
+    assert by_value(one_left)["2a06:4880:1:2::/64"][0] in (Action.KEEP, Action.RENEW)
+    none_left = plan_of([], listed)
+    assert by_value(none_left)["2a06:4880:1:2::/64"] == (Action.EXPIRE, "no longer banned")
+
+
+def test_items_are_read_as_rules() -> None:
+    assert (item("45.155.205.1", None).target, item("45.155.205.1/32", None).value) == ("ip", "45.155.205.1")
+    assert (item("2a06:4880:1:2::/64", "").target, item("2a06:4880:1:2::/64", "").value) == (
+        "ip6",
+        "2a06:4880:1:2::",
+    )
+    assert (item("45.155.0.0/16", "x").target, item("2a06::/32", "x").target) == ("ip_range", "ip_range")
+
+
+def test_a_foreign_item_or_wider_cidr_makes_the_ban_foreign_and_a_tagged_cidr_does_not() -> None:
+    items = [item("45.155.205.1", "partner"), item("45.156.0.0/16", "office"), item("2a06:4880::/48", "")]
+    items.append(item("91.240.0.0/16", f"{TAG} by hand"))
+    bans = [ban("45.155.205.1"), ban("45.156.7.8"), ban("2a06:4880:0:5::1"), ban("91.240.118.172")]
+    got = by_value(plan_of(bans, items))
+    assert got["45.155.205.1"][0] is Action.FOREIGN
+    assert got["45.156.7.8"] == (Action.FOREIGN, "an untagged item 45.156.0.0/16 covers it")
+    assert got["2a06:4880:0:5::/64"] == (Action.FOREIGN, "an untagged item 2a06:4880::/48 covers it")
+    assert got["91.240.118.172"][0] is Action.ADD
+
+
+# --- pure: capacity ----------------------------------------------------------------------------------
+
+
+def test_newest_bans_win_the_oldest_own_items_make_room_others_and_foreign_stay() -> None:
+    items = [own("45.155.205.1", 50), own("45.155.205.2", 40), own("45.155.205.3", 60, ("web1", "web2"))]
+    items += [own("45.155.205.4", 90, ("web2",)), item("45.155.205.5", "operator")]
+    bans = [ban("45.155.205.1", 50), ban("45.155.205.2", 40), ban("45.155.205.3", 60)]
+    bans += [ban("45.155.206.1", 1), ban("45.155.206.2", 2), ban("45.155.206.3", 45), ban("45.155.206.4", 70)]
+    fitted = fit_capacity(plan_of(bans, items), listed=5, capacity=6, host_id="web1")
+    got = by_value(fitted.plan)
+    assert got["45.155.206.1"][0] is Action.ADD  # the one free slot: the newest
+    assert got["45.155.206.2"][0] is Action.ADD  # takes the place of web1's oldest own item (50 min)
+    assert got["45.155.205.1"][0] is Action.EXPIRE and got["45.155.205.1"][1].startswith(OVER_CAPACITY)
+    assert got["45.155.206.3"] == (Action.SKIP, OVER_CAPACITY)  # 45 min: older than web1's item of 40 min
+    assert got["45.155.206.4"] == (Action.SKIP, OVER_CAPACITY)
+    assert got["45.155.205.2"][0] is Action.KEEP  # its ban is newer than every add left over
+    assert got["45.155.205.3"][0] is Action.KEEP  # shared with web2: never pushed out
+    assert got["45.155.205.4"][0] is Action.KEEP and "45.155.205.5" not in got  # foreign, not banned
+    assert fitted.expiries_first
+    total = 5 + fitted.plan.count(Action.ADD) - fitted.plan.count(Action.EXPIRE)
+    assert total == 6
+
+
+def test_with_room_nothing_changes_and_adds_go_first() -> None:
+    plan = plan_of([ban("45.155.206.1"), ban("45.155.206.2")], [])
+    fitted = fit_capacity(plan, listed=0, capacity=2, host_id="web1")
+    assert fitted.plan == plan and not fitted.expiries_first
+
+
+def test_a_full_list_of_others_skips_every_add_and_an_overfull_list_is_not_shrunk() -> None:
+    others = [own(f"45.155.205.{i}", 99, ("web2",)) for i in range(3)]
+    plan = plan_of([ban("45.155.206.1")], others)
+    assert by_value(fit_capacity(plan, 3, 3, "web1").plan)["45.155.206.1"] == (Action.SKIP, OVER_CAPACITY)
+    mine = [own(f"45.155.205.{i}", 99) for i in range(4)]
+    plan = plan_of([ban(f"45.155.205.{i}", 99) for i in range(4)] + [ban("45.155.206.1")], mine)
+    fitted = fit_capacity(plan, listed=4, capacity=2, host_id="web1")  # capacity lowered below the list
+    assert fitted.plan.count(Action.EXPIRE) == 0
+    assert by_value(fitted.plan)["45.155.206.1"] == (Action.SKIP, OVER_CAPACITY)
+
+
+def test_retiring_rules_keeps_the_rule_of_a_ban_the_list_has_no_room_for() -> None:
+    zone = Scope("zone", "a" * 32)
+    rules = [
+        Rule(
+            f"{i:032x}",
+            zone,
+            "ip",
+            ip,
+            "block",
+            format_note(TAG, Lease(("sshd",), ("web1",), NOW, None)) or "",
+        )
+        for i, ip in enumerate(("45.155.206.1", "45.155.206.2", "2a06:4880:1:2::7"))
+    ]
+    bans = [ban("45.155.206.1", 1), ban("45.155.206.2", 9), ban("2a06:4880:1:2::7", 9)]
+    fitted = fit_capacity(plan_of(bans, []), listed=0, capacity=1, host_id="web1").plan
+    assert by_value(fitted)["45.155.206.2"] == (Action.SKIP, OVER_CAPACITY)
+    retired = retire(fitted, bans, [RuleListing(zone, tuple(rules))], POLICY, NOW, 1.0)
+    got = {c.value: c.action for c in retired.changes}
+    assert got["45.155.206.1"] is Action.EXPIRE  # the list blocks it now
+    assert got["45.155.206.2"] is not Action.EXPIRE and got["2a06:4880:1:2::7"] is not Action.EXPIRE
+    assert Action.ADD not in got.values()
+
+
+# --- the installed command, a real fail2ban, the emulator's account list --------------------------------
+
+integration = pytest.mark.fail2ban
+
+
+def addresses(count: int, prefix: str = "45.155") -> list[str]:
+    return [f"{prefix}.{i // 250}.{i % 250 + 1}" for i in range(count)]
+
+
+def list_id(h: Harness) -> str:
+    (found,) = [x for x in h.cf.lists() if x["name"] == "fail2ban"]
+    return str(found["id"])
+
+
+def enforced(h: Harness) -> None:
+    h.cf.seed_entrypoint(ZONE_ID, [{"action": "block", "expression": "(ip.src in $fail2ban)"}])
+
+
+@integration
+def test_2000_bans_from_empty_in_at_most_20_requests(harness: Harness) -> None:
+    ips = addresses(2000)
+    harness.f2b.ban("sshd", *ips)
+    enforced(harness)
+    harness.list_config()
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert set(harness.items()) == set(ips)
+    assert requests_made(result.stderr) <= 20 and len(harness.cf.requests) <= 20
+    writes = harness.cf.writes()
+    assert [w.method for w in writes] == ["POST", "POST", "POST"]  # the list, then 1,000 items twice
+    assert all(len(w.body) <= 1000 for w in writes[1:])
+    assert "2000 added" in result.stderr
+    harness.cf.clear_log()
+    steady = harness.run()
+    assert steady.returncode == 0 and "2000 kept" in steady.stderr and harness.cf.writes() == []
+    pages = [r.query for r in harness.cf.requests if r.path.endswith("/items")]
+    assert len(pages) == 4 and all(q["per_page"] == "500" for q in pages)  # by the cursor, 500 a page
+    assert "cursor" not in pages[0] and all("cursor" in q for q in pages[1:])
+
+
+@integration
+def test_ipv6_addresses_share_their_64_until_none_is_banned(harness: Harness) -> None:
+    one, two = "2a06:4880:1:2::7", "2a06:4880:1:2:ffff::8"
+    harness.f2b.ban("sshd", one, two)
+    enforced(harness)
+    harness.list_config()
+    first = harness.run()
+    assert first.returncode == 0, first.stderr
+    assert list(harness.items()) == ["2a06:4880:1:2::/64"]
+    report = harness.run("--report")
+    assert "2a06:4880:1:2::/64" in report.stdout
+    harness.f2b.client("set", "sshd", "unbanip", one)
+    assert harness.run().returncode == 0
+    assert list(harness.items()) == ["2a06:4880:1:2::/64"]
+    harness.f2b.client("set", "sshd", "unbanip", two)
+    last = harness.run()
+    assert last.returncode == 0, last.stderr
+    assert harness.items() == {}
+
+
+@integration
+def test_foreign_items_are_never_touched_also_under_force(harness: Harness) -> None:
+    made = harness.cf.create_list("fail2ban")
+    foreign = {
+        "45.155.205.1": "partner office",
+        "45.156.0.0/16": "a whole network, by hand",
+        "2a06:4880:1:2::/64": "",
+    }
+    for ip, comment in foreign.items():
+        harness.cf.add_item(made["id"], ip, comment)
+    seeded = harness.items()
+    covered = ["45.155.205.1", "45.156.7.8", "2a06:4880:1:2::9"]
+    harness.f2b.ban("sshd", *covered, "45.157.0.1")
+    enforced(harness)
+    harness.list_config()
+    first = harness.run()
+    assert first.returncode == 0, first.stderr
+    sent = [i["ip"] for w in harness.cf.writes() for i in (w.body if isinstance(w.body, list) else [])]
+    assert sent == ["45.157.0.1"]
+    assert "3 foreign" in first.stderr
+    harness.f2b.client("unban", "--all")
+    forced = harness.run("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert harness.items() == seeded
+
+
+@integration
+def test_capacity_50_with_60_bans_keeps_the_50_newest(harness: Harness) -> None:
+    harness.cf.lists_state.capacity_limit = 50  # Cloudflare fails an operation that would go over
+    old, new = addresses(10, "45.160"), addresses(50, "45.161")
+    harness.f2b.ban("sshd", *old)
+    time.sleep(1.1)  # fail2ban's times have second precision: the later bans are newer
+    harness.f2b.ban("sshd", *new)
+    enforced(harness)
+    textfile = harness.workdir / "reconcile.prom"
+    harness.list_config(cloudflare={"list_capacity": 50}, metrics={"textfile": str(textfile)})
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert set(harness.items()) == set(new)
+    assert "reconcile_over_capacity 10.0" in textfile.read_text()
+    report = harness.run("--report", "--action", "skip")
+    assert report.stdout.count("skip: over list capacity") == 10
+    # A newer ban takes the place of one of the oldest of this host's own items.
+    time.sleep(1.1)
+    harness.f2b.ban("sshd", "45.162.0.1")
+    again = harness.run()
+    assert again.returncode == 0, again.stderr
+    items = harness.items()
+    assert len(items) == 50 and "45.162.0.1" in items and len(set(items) & set(new)) == 49
+    assert [w.method for w in harness.cf.writes()][-2:] == ["DELETE", "POST"]  # room first, at capacity
+
+
+@integration
+def test_check_without_the_waf_rule_syncs_then_exits_1_with_the_rule_and_with_it_0(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "45.155.205.1")
+    harness.list_config()
+    missing = harness.run()
+    assert missing.returncode == 1, missing.stderr
+    assert '"(ip.src in $fail2ban)", action "block"' in missing.stderr and ZONE_ID in missing.stderr
+    assert list(harness.items()) == ["45.155.205.1"]  # synced all the same
+    assert harness.cf.zone_rules(ZONE_ID) == []  # check never writes
+    enforced(harness)
+    present = harness.run()
+    assert present.returncode == 0, present.stderr
+
+
+@integration
+def test_check_refuses_a_disabled_rule_another_action_or_another_list(harness: Harness) -> None:
+    harness.cf.seed_entrypoint(
+        ZONE_ID,
+        [
+            {"action": "block", "expression": "(ip.src in $fail2ban)", "enabled": False},
+            {"action": "log", "expression": "(ip.src in $fail2ban)"},
+            {"action": "block", "expression": "(ip.src in $fail2ban_v6)"},
+        ],
+    )
+    harness.list_config(cloudflare={"waf_rule": "create"})
+    result = harness.run()
+    assert result.returncode == 1 and "disabled or does not block" in result.stderr
+    assert len(harness.cf.zone_rules(ZONE_ID)) == 3  # the operator's rule for the list is theirs
+
+
+@integration
+def test_create_appends_one_rule_and_leaves_the_operators_rules_byte_identical(harness: Harness) -> None:
+    harness.cf.seed_entrypoint(
+        ZONE_ID,
+        [
+            {
+                "action": "skip",
+                "expression": '(http.request.uri.path eq "/health")',
+                "description": "probes",
+                "action_parameters": {"ruleset": "current"},
+            },
+            {"action": "managed_challenge", "expression": '(ip.geoip.country eq "T1")', "description": "tor"},
+        ],
+    )
+    before = harness.cf.zone_rules(ZONE_ID)
+    harness.f2b.ban("sshd", "45.155.205.1")
+    harness.list_config(cloudflare={"waf_rule": "create"})
+    first = harness.run()
+    assert first.returncode == 0, first.stderr
+    after = harness.cf.zone_rules(ZONE_ID)
+    assert after[:2] == before and len(after) == 3
+    assert (after[2]["expression"], after[2]["action"], after[2]["enabled"]) == (
+        "(ip.src in $fail2ban)",
+        "block",
+        True,
+    )
+    harness.cf.clear_log()
+    second = harness.run()
+    assert second.returncode == 0, second.stderr
+    assert harness.cf.zone_rules(ZONE_ID) == after and harness.cf.writes() == []
+
+
+@integration
+def test_create_makes_the_entry_point_of_a_zone_without_one(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "45.155.205.1")
+    harness.list_config(cloudflare={"waf_rule": "create"})
+    assert harness.run().returncode == 0
+    ((rule),) = harness.cf.zone_rules(ZONE_ID)
+    assert rule["expression"] == "(ip.src in $fail2ban)"
+
+
+@integration
+def test_a_failed_operation_is_reported_with_cloudflares_error_and_redone_next_run(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "45.155.205.1", "45.155.205.2")
+    enforced(harness)
+    harness.list_config()
+    harness.cf.fail_next_operation("This list is at the maximum number of items")
+    failed = harness.run()
+    assert failed.returncode == 1
+    assert "bulk operation failed: This list is at the maximum number of items" in failed.stderr
+    assert "2 failed" in failed.stderr and harness.items() == {}
+    again = harness.run()
+    assert again.returncode == 0, again.stderr
+    assert set(harness.items()) == {"45.155.205.1", "45.155.205.2"}
+
+
+@integration
+def test_busy_429_with_slow_operations_gets_no_429(harness: Harness) -> None:
+    harness.cf.lists_state.operation_delay = 2.0
+    harness.cf.lists_state.busy_429 = True
+    ips = addresses(1500)
+    harness.f2b.ban("sshd", *ips)
+    enforced(harness)
+    harness.list_config()
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert harness.cf.lists_state.busy_refused == 0 and "rate-limited" not in result.stderr
+    assert len(harness.items()) == 1500
+    harness.f2b.client("set", "sshd", "unbanip", *ips[:400])
+    expired = harness.run()
+    assert expired.returncode == 0, expired.stderr
+    assert len(harness.items()) == 1100 and harness.cf.lists_state.busy_refused == 0
+
+
+@integration
+def test_a_429_from_another_operation_ends_the_run_with_4(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "45.155.205.1")
+    enforced(harness)
+    harness.list_config()
+    assert harness.run().returncode == 0
+    harness.cf.lists_state.operation_delay = 30.0
+    # Another host's write still running: any write of ours now gets 429.
+    harness.cf.lists_state.handle(
+        "items",
+        ("01a7362d577a6c3019a474fd6f485823", list_id(harness)),
+        "POST",
+        {},
+        [{"ip": "45.155.205.99", "comment": "another host"}],
+    )
+    harness.f2b.ban("sshd", "45.155.205.2")
+    result = harness.run()
+    assert result.returncode == 4, result.stderr
+    assert "rate limited" in result.stderr
+
+
+@integration
+def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path) -> None:
+    ips = addresses(20)
+    harness.f2b.ban("sshd", *ips)
+    enforced(harness)
+    harness.list_config()
+    assert harness.run().returncode == 0
+    harness.f2b.client("set", "sshd", "unbanip", *ips[:10])
+    refused = harness.run()
+    assert refused.returncode == 3 and "refusing to expire 10 of 20" in refused.stderr
+    assert len(harness.items()) == 20
+
+
+@integration
+def test_switching_from_rules_keeps_every_block_until_the_list_is_enforced(harness: Harness) -> None:
+    ips = addresses(12)
+    shared = ips[0]
+    harness.cf.add_rule(
+        "zone",
+        ZONE_ID,
+        "ip",
+        shared,
+        notes=f"{TAG} jail=sshd host=web2 since=2026-11-21T00:00:00Z until=2099-01-01T00:00:00Z",
+    )
+    harness.f2b.ban("sshd", *ips)
+    harness.config()
+    assert harness.run().returncode == 0
+    assert set(harness.rules()) == set(ips)
+    harness.list_config()
+    unenforced = harness.run()
+    assert unenforced.returncode == 1 and set(harness.items()) == set(ips)
+    assert set(harness.rules()) == set(ips)  # no WAF rule yet: the rules still block
+    enforced(harness)
+    counts = []
+    for _ in range(8):
+        result = harness.run()
+        assert result.returncode == 0, result.stderr
+        assert set(harness.items()) == set(ips)
+        counts.append(len(harness.rules()))
+    assert counts[0] == 12 - 3  # at most max_expire_fraction of them per run: the guard never refuses
+    assert counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    (left,) = harness.rules().values()
+    assert left["configuration"]["value"] == shared and "host=web2 " in left["notes"]  # web2's, web1 left it
+
+
+@integration
+def test_a_64_with_an_allowlisted_address_is_not_pushed(harness: Harness) -> None:
+    harness.f2b.ban("sshd", "2a06:4880:1:2::7", "45.155.205.1")
+    enforced(harness)
+    harness.list_config(policy={"host_id": "web1", "allowlist": ["2a06:4880:1:2::5/128"]})
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert list(harness.items()) == ["45.155.205.1"] and "1 skipped" in result.stderr
