@@ -38,9 +38,8 @@ SECTIONS: dict[str, Section] = {
         "`reconcile` (the installed command) over N managed rules with 1 % churn: N/200 new bans to add and "
         "N/200 rules whose IP fail2ban no longer bans, to expire. Emulator latency 50 ms per request. The "
         "floor is what the client's listing logic needs plus one request per change: it lists 1,000 per "
-        "page (the largest `per_page` Cloudflare honours) and a listing ends at the first page shorter "
-        "than that, so it reads floor(N/1000) + 1 pages (an N that is a multiple of 1,000 costs one empty "
-        "page more than ceil(N/1000), the price of not trusting `total_pages`, which the schema lacks).",
+        "page (the largest `per_page` Cloudflare honours) and a listing ends at an empty or short page, or "
+        "at `result_info.total_pages` when the answer has it (DESIGN §6): ceil(N/1000) pages here.",
         ("N rules", "changes", "requests", "floor", "pages", "wall s (median)", "runs", "target", "result"),
     ),
     "burst": Section(
