@@ -12,6 +12,8 @@ _STARTED = time.monotonic()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not any(s.rows for s in report.SECTIONS.values()):
+        return  # no benchmark ran (e.g. `make test`, which loads this conftest too): nothing to say
     if report.complete():
         path = report.write(time.monotonic() - _STARTED)
         print(f"\nbenchmarks written to {path}")
