@@ -124,12 +124,7 @@ def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
 
 
 def _misconfiguration(state: Fail2banState) -> list[Check]:
-    bans, _ = merge(state.entries)
-    examples: dict[str, str] = {}
-    for ban in bans:
-        if ranges.is_misconfiguration(ban.ip):
-            for jail in ban.jails:
-                examples.setdefault(jail, ban.ip.compressed)
+    examples = ranges.misconfigured_examples(merge(state.entries)[0])
     if not examples:
         return [Check(Status.OK, "visitor addresses", "no ban of a Cloudflare or loopback address")]
     return [Check(Status.WARN, "visitor addresses", ranges.misconfiguration_warning(examples))]

@@ -22,7 +22,7 @@ from reconcile.lists import ListBackend, item_network
 from reconcile.model import BanEntry, IPAddress, Rule, RuleListing
 from reconcile.notes import format_time, parse_note
 from reconcile.pacing import Pacer
-from reconcile.plan import DOCUMENTATION, Change, Owner, is_allowlisted, make_plan, owner_of
+from reconcile.plan import Change, Owner, is_allowlisted, is_built_in_allowlisted, make_plan, owner_of
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _is(value: str, ip: IPAddress) -> bool:
 
 def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
     found = []
-    if not ip.is_global or ip.is_multicast or any(ip in net for net in DOCUMENTATION):
+    if is_built_in_allowlisted(ip):
         found.append("not a global unicast address: never blocked (built-in allowlist)")
     elif is_allowlisted(ip, config.allowlist):
         found.append("in [policy] allowlist: never blocked")

@@ -213,9 +213,13 @@ def _skip_slowly(ip: IPAddress, allowlist: Sequence[Network], cloudflare: Sequen
     return Skip.NONE
 
 
+def is_built_in_allowlisted(ip: IPAddress) -> bool:
+    """Never a visitor to block: not global, multicast (`is_global` for Python), or documentation."""
+    return not ip.is_global or ip.is_multicast or any(ip in net for net in DOCUMENTATION)
+
+
 def is_allowlisted(ip: IPAddress, allowlist: Iterable[Network]) -> bool:
-    # Multicast is `is_global` for Python yet never a visitor: a block of it means nothing.
-    if not ip.is_global or ip.is_multicast or any(ip in net for net in DOCUMENTATION):
+    if is_built_in_allowlisted(ip):
         return True
     return any(ip.version == net.version and ip in net for net in allowlist)
 

@@ -11,7 +11,7 @@ import bisect
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
-from reconcile.model import IPAddress
+from reconcile.model import Ban, IPAddress
 
 # As published at https://www.cloudflare.com/ips-v4 and /ips-v6 (the same as `GET /ips`), in their order,
 # as of PUBLISHED. They change rarely; `reconcile --check` says when Cloudflare's list differs.
@@ -87,6 +87,16 @@ def is_loopback(ip: IPAddress) -> bool:
 def is_misconfiguration(ip: IPAddress) -> bool:
     """A ban of this address means the web server does not see the visitor's address (§11)."""
     return is_cloudflare(ip) or is_loopback(ip)
+
+
+def misconfigured_examples(bans: Iterable[Ban]) -> dict[str, str]:
+    """jail -> one banned Cloudflare or loopback address of it: what the warning names (empty: none)."""
+    examples: dict[str, str] = {}
+    for ban in bans:
+        if is_misconfiguration(ban.ip):
+            for jail in ban.jails:
+                examples.setdefault(jail, ban.ip.compressed)
+    return examples
 
 
 def misconfiguration_warning(examples: Mapping[str, str]) -> str:

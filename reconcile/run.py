@@ -110,11 +110,7 @@ def policy_of(config: Config) -> Policy:
 
 def warn_misconfiguration(bans: Sequence[Ban]) -> None:
     """One loud warning per run when fail2ban bans Cloudflare or loopback: the web server is misconfigured."""
-    examples: dict[str, str] = {}
-    for ban in bans:
-        if ranges.is_misconfiguration(ban.ip):
-            for jail in ban.jails:
-                examples.setdefault(jail, ban.ip.compressed)
+    examples = ranges.misconfigured_examples(bans)
     if examples:
         log.warning("%s", ranges.misconfiguration_warning(examples))
 
