@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 system-deps:
-	sh tests/install-system-deps.sh
+	sh tests/support/install-system-deps.sh
 
 test: system-deps $(STAMP)
 	$(BIN)/pytest -q
@@ -29,7 +29,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/pytest -q -s -o python_files="bench_*.py" tests/benchmarks
 
 demo: system-deps $(STAMP)
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tests.support.demo
 
 # As root: the package in /opt/reconcile, systemd units, fail2ban actions, the example config (cron/install.sh).
 install-system:

@@ -25,9 +25,9 @@ from reconcile import log as log_mod
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ReconcileError
 
 if TYPE_CHECKING:  # annotations only: importing them at run time would cost --version ~0.2 s
+    from reconcile.cloudflare.credentials import Credentials
     from reconcile.config import Config
-    from reconcile.credentials import Credentials
-    from reconcile.render import Selection
+    from reconcile.core.render import Selection
     from reconcile.run import Options, Outcome
 
 log = logging.getLogger("reconcile.cli")
@@ -102,7 +102,7 @@ def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _actions(value: str) -> frozenset[str]:
-    from reconcile.plan import Action  # only when --action is given: plan pulls in dateutil
+    from reconcile.core.changes import Action  # only when --action is given: plan pulls in dateutil
 
     known = [str(action) for action in Action]
     names = _names(value)
@@ -127,8 +127,8 @@ def _names(value: str) -> frozenset[str]:
 
 def selection(args: argparse.Namespace) -> Selection:
     """The --action / --jail filters as the renderer's value (repeats and comma lists together)."""
-    from reconcile.plan import Action
-    from reconcile.render import Selection
+    from reconcile.core.changes import Action
+    from reconcile.core.render import Selection
 
     return Selection(
         actions=frozenset(Action(name) for names in args.actions or () for name in names),
@@ -198,18 +198,18 @@ def _print(text: str) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     # Imported only now, so that --version and --help stay fast; every command needs the credentials.
-    from reconcile import credentials
+    from reconcile.cloudflare import credentials
 
     config = config_mod.load(args.config)
     creds = credentials.load(config)
     log_mod.redact([s for s in (creds.token, creds.key) if s])
     fmt = args.format or "table"
     if args.check:
-        from reconcile import check
+        from reconcile.ops import check
 
         return check.main(config, creds, fmt)
     if args.explain is not None:
-        from reconcile import explain
+        from reconcile.ops import explain
 
         return explain.main(config, creds, args.explain, fmt)
     from reconcile import lock, metrics
@@ -228,7 +228,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _execute(config: Config, creds: Credentials, options: Options) -> Outcome:
-    from reconcile import render
+    from reconcile.core import render
     from reconcile.run import Outcome, execute
 
     started = time.monotonic()
@@ -240,7 +240,7 @@ def _execute(config: Config, creds: Credentials, options: Options) -> Outcome:
 
 
 def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
-    from reconcile import render
+    from reconcile.core import render
 
     plan = outcome.plan
     fmt = args.format or ("table" if args.report else None)

@@ -17,11 +17,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from reconcile import __version__
-from reconcile.apply import Result
 from reconcile.atomic import write_atomically
-from reconcile.backend import OVER_CAPACITY
+from reconcile.cloudflare.list_plan import OVER_CAPACITY
 from reconcile.config import Config
-from reconcile.plan import WRITE_ORDER
+from reconcile.core.applied import Result
+from reconcile.core.changes import WRITE_ORDER
 from reconcile.run import Outcome
 
 log = logging.getLogger(__name__)

@@ -14,21 +14,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconcile import asn, fail2ban, ranges
-from reconcile import bans as bans_mod
-from reconcile.apply import Applied, Result
-from reconcile.asn import Enrichment
-from reconcile.backend import Backend
+from reconcile.cloudflare.backend import Backend
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rules import Client, RulesBackend
+from reconcile.cloudflare.rules import list_scope as list_scope  # check.py reads a scope the way a run does
 from reconcile.config import Config
-from reconcile.credentials import Credentials
+from reconcile.core import ranges
+from reconcile.core.applied import Applied, Result
+from reconcile.core.changes import Plan, Policy
+from reconcile.core.merge import merge
+from reconcile.core.model import Ban, Fail2banState, Scope
+from reconcile.core.planner import with_networks
+from reconcile.core.render import Stats
+from reconcile.core.safety import unsafe_reasons
+from reconcile.enrich import asn
+from reconcile.enrich.asn import Enrichment
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_UNSAFE, ReconcileError
-from reconcile.model import Ban, Fail2banState, Scope
-from reconcile.pacing import Pacer
-from reconcile.plan import Plan, Policy, with_networks
-from reconcile.render import Stats
-from reconcile.rules import Client, RulesBackend
-from reconcile.rules import list_scope as list_scope  # check.py reads a scope the way a run does
-from reconcile.safety import unsafe_reasons
+from reconcile.fail2ban import state as fail2ban
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,7 @@ def make_client(config: Config, credentials: Credentials, pacer: Pacer, **option
 def make_backend(config: Config, client: Client) -> Backend:
     """The backend `[cloudflare] backend` names, over the run's client (its transport)."""
     if config.backend == "list":
-        from reconcile.lists import ListBackend  # only the list backend's runs need it
+        from reconcile.cloudflare.lists import ListBackend  # only the list backend's runs need it
 
         return ListBackend(client, config)
     return RulesBackend(client, scopes_of(config), config.mode)
@@ -179,7 +182,7 @@ def execute(
     pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
     state = read(config)
-    bans, invalid = bans_mod.merge(state.entries)
+    bans, invalid = merge(state.entries)
     for entry in invalid:
         log.warning("skipping %r banned in %s: not a single IP address", entry.value, entry.jail)
     log.debug(

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile import config as config_mod
 from reconcile import metrics, run
-from reconcile.apply import Applied
-from reconcile.model import Fail2banState
-from reconcile.plan import Plan
-from tests.cf_emulator import ZONE_ID
+from reconcile.core.applied import Applied
+from reconcile.core.changes import Plan
+from reconcile.core.model import Fail2banState
+from tests.support.cf_emulator import ZONE_ID
 
 RULES = Path(__file__).resolve().parents[1] / "cron" / "reconcile.rules.yml"
 

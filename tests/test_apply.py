@@ -6,13 +6,14 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from reconcile.apply import Result, apply
-from reconcile.cloudflare import Client, Created
-from reconcile.credentials import Credentials
-from reconcile.model import Ban, Rule, Scope
-from reconcile.pacing import Pacer
-from reconcile.plan import Action, Change, Plan
-from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rule_writes import Created, apply
+from reconcile.cloudflare.rules import Client
+from reconcile.core.applied import Result
+from reconcile.core.changes import Action, Change, Plan
+from reconcile.core.model import Ban, Rule, Scope
+from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 
 ZONE = Scope("zone", ZONE_ID)
 TAG = "Blocked by fail2ban"

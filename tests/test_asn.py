@@ -14,22 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.asn import (
-    MAX_NAME,
-    AsnInfo,
-    AsnLookupError,
-    CacheEntry,
-    Enrichment,
-    cache_document,
-    enrich,
-    format_query,
-    load_cache,
-    parse_bulk,
-    parse_cache,
-    query_bulk,
-)
-from reconcile.model import IPAddress
-from tests.whois_server import ASES, Answer, WhoisServer, closed_port, fake_answer
+from reconcile.core.model import IPAddress
+from reconcile.enrich.asn import Enrichment, enrich
+from reconcile.enrich.cache import CacheEntry, cache_document, load_cache, parse_cache
+from reconcile.enrich.cymru import MAX_NAME, AsnInfo, format_query, parse_bulk
+from reconcile.enrich.whois import AsnLookupError, query_bulk
+from tests.support.whois_server import ASES, Answer, WhoisServer, closed_port, fake_answer
 
 T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
 TTL = timedelta(days=7)

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from reconcile import config as config_mod
-from reconcile import render
-from reconcile.apply import Result
+from reconcile.cloudflare.credentials import Credentials
 from reconcile.config import Config
-from reconcile.credentials import Credentials
+from reconcile.core import render
+from reconcile.core.applied import Result
+from reconcile.core.changes import Action
+from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ConfigError
-from reconcile.model import BanEntry, Fail2banState
-from reconcile.plan import Action
 from reconcile.run import Options, Outcome, execute, exit_code
-from tests.fake_backend import FakeBackend
+from tests.support.fake_backend import FakeBackend
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 IPS = ("45.155.205.1", "45.155.205.2", "45.155.205.3")

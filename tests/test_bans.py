@@ -12,8 +12,9 @@ from dateutil import tz as dateutil_tz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.bans import merge, parse_banip_with_time, parse_jail_list
-from reconcile.model import BanEntry
+from reconcile.core.merge import merge
+from reconcile.core.model import BanEntry
+from reconcile.fail2ban.parse import parse_banip_with_time, parse_jail_list
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.cf_emulator import ZONE_ID
-from tests.harness import Harness
+from tests.support.cf_emulator import ZONE_ID
+from tests.support.harness import Harness
 
 pytestmark = [pytest.mark.fail2ban]
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from reconcile import check, cli, explain
+from reconcile import cli
+from reconcile.core.changes import Action
+from reconcile.core.render import Selection
 from reconcile.errors import EXIT_CONFIG
-from reconcile.plan import Action
-from reconcile.render import Selection
-from tests.cf_emulator import TOKEN, ZONE_ID
-from tests.harness import RECONCILE, Harness
+from reconcile.ops import check, explain
+from tests.support.cf_emulator import TOKEN, ZONE_ID
+from tests.support.harness import RECONCILE, Harness
 
 # What a run needs and --version does not: together ~0.2 s of imports.
 RUN_ONLY_MODULES = ("requests", "urllib3", "prometheus_client", "tabulate", "dateutil")

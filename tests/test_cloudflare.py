@@ -16,19 +16,14 @@ import pytest
 import requests
 
 from reconcile import __version__
-from reconcile.cloudflare import (
-    ApiError,
-    Client,
-    IncompleteListing,
-    TokenStatus,
-    _parse_rule,
-    _retry_after,
-)
-from reconcile.credentials import Credentials
+from reconcile.cloudflare.answers import retry_after
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rules import Client, IncompleteListing, _parse_rule
+from reconcile.cloudflare.transport import ApiError, TokenStatus
+from reconcile.core.model import Rule, Scope
 from reconcile.errors import BudgetExhausted, CloudflareError, ConfigError, RateLimited
-from reconcile.model import Rule, Scope
-from reconcile.pacing import Pacer
-from tests.cf_emulator import (
+from tests.support.cf_emulator import (
     ACCOUNT_ID,
     CLOUDFLARE_IPV4,
     CLOUDFLARE_IPV6,
@@ -167,14 +162,14 @@ def test_per_page_must_be_one_or_a_multiple_of_five(per_page: int) -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert _retry_after(None) is None
-    assert _retry_after("120") == 120.0
-    assert _retry_after(" 1.5 ") == 1.5
-    assert _retry_after("-3") == 0.0
-    assert _retry_after("soon") is None
-    assert _retry_after("nan") is None
+    assert retry_after(None) is None
+    assert retry_after("120") == 120.0
+    assert retry_after(" 1.5 ") == 1.5
+    assert retry_after("-3") == 0.0
+    assert retry_after("soon") is None
+    assert retry_after("nan") is None
     later = datetime.now(UTC) + timedelta(seconds=90)
-    seconds = _retry_after(email.utils.format_datetime(later, usegmt=True))
+    seconds = retry_after(email.utils.format_datetime(later, usegmt=True))
     assert seconds is not None and 80 <= seconds <= 91
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconcile import config, credentials
+from reconcile import config
+from reconcile.cloudflare import credentials
 from reconcile.errors import ConfigError
-from tests.harness import RECONCILE, toml_value
+from tests.support.harness import RECONCILE, toml_value
 
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 ACCOUNT = "01a7362d577a6c3019a474fd6f485823"

@@ -33,16 +33,17 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconcile import __version__, credentials, metrics, run
+from reconcile import __version__, metrics, run
 from reconcile import config as config_mod
-from reconcile.credentials import Credentials
+from reconcile.cloudflare import credentials
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.core.model import BanEntry, Fail2banState
+from reconcile.core.notes import Lease, format_note
+from reconcile.core.render import Stats
 from reconcile.errors import EXIT_OK, EXIT_UNSAFE, Fail2banError
-from reconcile.model import BanEntry, Fail2banState
-from reconcile.notes import Lease, format_note
-from reconcile.render import Stats
-from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
-from tests.f2b_server import F2B, require_fail2ban
-from tests.harness import toml_value
+from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
+from tests.support.f2b_server import F2B, require_fail2ban
+from tests.support.harness import toml_value
 
 REPO = Path(__file__).resolve().parents[1]
 CRON = REPO / "cron"

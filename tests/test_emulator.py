@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.cf_emulator import (
+from tests.support.cf_emulator import (
     ACCOUNT_ID,
     CLOUDFLARE_IPV4,
     CLOUDFLARE_IPV6,

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, ZONE_ID_2, CloudflareEmulator, checked_emulator
-from tests.cf_lists import CAPACITY_ERROR, PHASE
+from tests.support.cf_emulator import (
+    ACCOUNT_ID,
+    TOKEN,
+    ZONE_ID,
+    ZONE_ID_2,
+    CloudflareEmulator,
+    checked_emulator,
+)
+from tests.support.cf_lists import CAPACITY_ERROR, PHASE
 
 LISTS = f"/accounts/{ACCOUNT_ID}/rules/lists"
 RULESETS = f"/zones/{ZONE_ID}/rulesets"
@@ -445,7 +452,7 @@ def test_list_answers_are_checked_against_the_patched_schema() -> None:
     """A control: the lists answers are validated (after the two patches), so a broken one is caught."""
     from email.message import Message
 
-    from tests.cf_emulator import _Incoming, _Reply, response_problems
+    from tests.support.cf_emulator import _Incoming, _Reply, response_problems
 
     inc = _Incoming("GET", LISTS, True, [], Message(), None)
     good = {"id": "a" * 32, "name": "x", "kind": "ip", "num_items": 0, "created_on": "t", "modified_on": "t"}

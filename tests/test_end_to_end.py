@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from reconcile import lock
-from reconcile.notes import Note, NoteKind, parse_note
-from tests.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID
-from tests.harness import RECONCILE, Harness
+from reconcile.core.notes import Note, NoteKind, parse_note
+from tests.support.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID
+from tests.support.harness import RECONCILE, Harness
 
 pytestmark = pytest.mark.fail2ban
 

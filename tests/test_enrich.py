@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from reconcile.notes import MAX_NOTES, parse_note
-from tests.cf_emulator import ZONE_ID
-from tests.harness import Harness
-from tests.whois_server import Answer, WhoisServer
+from reconcile.core.notes import MAX_NOTES, parse_note
+from tests.support.cf_emulator import ZONE_ID
+from tests.support.harness import Harness
+from tests.support.whois_server import Answer, WhoisServer
 
 pytestmark = [pytest.mark.fail2ban]
 

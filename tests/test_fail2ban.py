@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reconcile.bans import merge
+from reconcile.core.merge import merge
+from reconcile.core.model import BanEntry
 from reconcile.errors import Fail2banError
-from reconcile.fail2ban import read_state, run_client
-from reconcile.model import BanEntry
-from tests.f2b_server import F2B, JAILS, require_fail2ban, running_f2b
+from reconcile.fail2ban.client import run_client
+from reconcile.fail2ban.state import read_state
+from tests.support.f2b_server import F2B, JAILS, require_fail2ban, running_f2b
 
 TIMEOUT = 30.0
 WRAPPER = Path(__file__).with_name("f2b_restore_wrapper.py")

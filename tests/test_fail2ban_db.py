@@ -12,20 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reconcile.bans import (
-    DbBan,
-    JailTimes,
-    check_zone,
-    format_offset,
-    not_shown,
-    parse_banip_with_time,
-    parse_dbfile,
-    parse_jail_times,
-    will_restore,
-)
-from reconcile.fail2ban_db import current_bans
-from reconcile.model import BanEntry
-from tests.f2b_server import F2B, JAILS, running_f2b
+from reconcile.core.model import BanEntry
+from reconcile.fail2ban.db import current_bans
+from reconcile.fail2ban.parse import parse_banip_with_time, parse_dbfile, parse_jail_times
+from reconcile.fail2ban.restore import DbBan, JailTimes, not_shown, will_restore
+from reconcile.fail2ban.timezone import check_zone, format_offset
+from tests.support.f2b_server import F2B, JAILS, running_f2b
 
 NOW = 1_795_236_681  # 2026-11-21 04:51:21 UTC
 HOUR = 3600

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile import notes, ranges
+from reconcile.core import notes, ranges
+from reconcile.core.addresses import DOCUMENTATION, Classifier, Skip, _skip_slowly, _stdlib_networks
+from reconcile.core.model import Network
+from reconcile.core.notes import Lease, format_note, parse_note
 from reconcile.errors import Fail2banError
-from reconcile.fail2ban import read_state
-from reconcile.notes import Lease, format_note, parse_note
-from reconcile.plan import DOCUMENTATION, Classifier, Network, Skip, _skip_slowly, _stdlib_networks
+from reconcile.fail2ban.state import read_state
 
 TAG = "Blocked by fail2ban"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from reconcile.apply import Result
+from reconcile.core.applied import Result
+from reconcile.core.changes import Action
+from reconcile.core.model import Scope
+from reconcile.core.notes import NoteKind, parse_note
 from reconcile.errors import BudgetExhausted, RateLimited, ReconcileError
-from reconcile.model import Scope
-from reconcile.notes import NoteKind, parse_note
-from reconcile.plan import Action
 from reconcile.run import Outcome
-from tests.cf_emulator import ZONE_ID, CloudflareEmulator, RequestRecord, checked_emulator
-from tests.f2b_server import F2B, running_f2b
-from tests.harness import (
+from tests.support.cf_emulator import ZONE_ID, CloudflareEmulator, RequestRecord, checked_emulator
+from tests.support.f2b_server import F2B, running_f2b
+from tests.support.harness import (
     FAULT_STEPS,
     CountingSession,
     Harness,

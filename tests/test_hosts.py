@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.apply import apply
-from reconcile.cloudflare import Created
+from reconcile.cloudflare.rule_writes import Created, apply
+from reconcile.core.changes import Action, Policy
+from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.notes import NoteKind, parse_note
+from reconcile.core.planner import make_plan
 from reconcile.errors import BudgetExhausted
-from reconcile.model import Ban, Rule, RuleListing, Scope
-from reconcile.notes import NoteKind, parse_note
-from reconcile.plan import Action, Policy, make_plan
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

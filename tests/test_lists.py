@@ -10,21 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.backend import OVER_CAPACITY
-from reconcile.lists import (
+from reconcile.cloudflare.list_plan import (
+    OVER_CAPACITY,
     fit_capacity,
     foreign_cover,
     group_bans,
-    item_rule,
     label_networks,
-    retire,
     spare_allowlisted,
 )
-from reconcile.model import Ban, Rule, RuleListing, Scope
-from reconcile.notes import Lease, format_note
-from reconcile.plan import Action, Plan, Policy, make_plan
-from tests.cf_emulator import ZONE_ID
-from tests.harness import Harness, requests_made
+from reconcile.cloudflare.lists import item_rule
+from reconcile.cloudflare.retire import retire
+from reconcile.core.changes import Action, Plan, Policy
+from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.notes import Lease, format_note
+from reconcile.core.planner import make_plan
+from tests.support.cf_emulator import ZONE_ID
+from tests.support.harness import Harness, requests_made
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

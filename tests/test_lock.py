@@ -20,8 +20,8 @@ import pytest
 
 from reconcile import lock
 from reconcile.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, LockStuck
-from tests.cf_emulator import TOKEN, ZONE_ID
-from tests.harness import RECONCILE, toml_value
+from tests.support.cf_emulator import TOKEN, ZONE_ID
+from tests.support.harness import RECONCILE, toml_value
 
 HOLDER = """
 import sys

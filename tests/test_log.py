@@ -17,7 +17,7 @@ from typing import TextIO
 import pytest
 
 from reconcile import log
-from tests.harness import RECONCILE
+from tests.support.harness import RECONCILE
 
 
 @pytest.fixture(autouse=True)

@@ -27,12 +27,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
+from reconcile.core.notes import NoteKind, parse_note
 from reconcile.errors import CloudflareError, ReconcileError
-from reconcile.notes import NoteKind, parse_note
 from reconcile.run import Outcome
-from tests.cf_emulator import ZONE_ID, CloudflareEmulator, checked_emulator
-from tests.f2b_server import F2B
-from tests.harness import (
+from tests.support.cf_emulator import ZONE_ID, CloudflareEmulator, checked_emulator
+from tests.support.f2b_server import F2B
+from tests.support.harness import (
     FAULT_STEPS,
     CountingSession,
     Harness,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.notes import MAX_NOTES, Lease, NoteKind, format_note, parse_note
+from reconcile.core.notes import MAX_NOTES, Lease, NoteKind, format_note, parse_note
 
 TAG = "Blocked by fail2ban"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

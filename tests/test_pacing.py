@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
+from reconcile.cloudflare.pacing import Pacer, backoff
 from reconcile.errors import BudgetExhausted
-from reconcile.pacing import Pacer, backoff
 
 
 class FakeClock:

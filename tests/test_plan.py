@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.model import Ban, BanEntry, Rule, RuleListing, Scope
-from reconcile.notes import Lease, format_note, parse_note
-from reconcile.plan import Action, Plan, Policy, make_plan
+from reconcile.core.changes import Action, Plan, Policy
+from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
+from reconcile.core.notes import Lease, format_note, parse_note
+from reconcile.core.planner import make_plan
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from reconcile import ranges
-from reconcile.ranges import differences, is_cloudflare, is_loopback, misconfiguration_warning
+from reconcile.core import ranges
+from reconcile.core.ranges import differences, is_cloudflare, is_loopback, misconfiguration_warning
 
 
 def ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import requests
 
+from reconcile.cloudflare.pacing import Pacer
 from reconcile.errors import RateLimited
-from reconcile.pacing import Pacer
-from tests.cf_emulator import CloudflareEmulator, checked_emulator
-from tests.f2b_server import F2B
-from tests.harness import Harness, make_harness
+from tests.support.cf_emulator import CloudflareEmulator, checked_emulator
+from tests.support.f2b_server import F2B
+from tests.support.harness import Harness, make_harness
 
 pytestmark = [pytest.mark.fail2ban, pytest.mark.slow]
 

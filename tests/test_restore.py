@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from reconcile.fail2ban import RESTORE_WAIT
-from tests.cf_emulator import CloudflareEmulator
-from tests.f2b_server import running_f2b
-from tests.harness import Harness, make_harness
+from reconcile.fail2ban.state import RESTORE_WAIT
+from tests.support.cf_emulator import CloudflareEmulator
+from tests.support.f2b_server import running_f2b
+from tests.support.harness import Harness, make_harness
 
 pytestmark = pytest.mark.fail2ban
 

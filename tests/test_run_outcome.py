@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cf_emulator import ZONE_ID, ZONE_ID_2
-from tests.harness import Harness, requests_made
+from tests.support.cf_emulator import ZONE_ID, ZONE_ID_2
+from tests.support.harness import Harness, requests_made
 
 pytestmark = [pytest.mark.fail2ban]
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from reconcile.model import Scope
-from reconcile.plan import Action, Change, Plan
-from reconcile.safety import unsafe_reasons
+from reconcile.core.changes import Action, Change, Plan
+from reconcile.core.model import Scope
+from reconcile.core.safety import unsafe_reasons
 
 ZONE = Scope("zone", "023e105f4ecef8ad9ca31a8372d0c353")
 OTHER = Scope("zone", "9a7806061c88ada191ed06f989cc3dac")

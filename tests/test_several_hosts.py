@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.notes import parse_note
-from tests.cf_emulator import TOKEN, CloudflareEmulator
-from tests.f2b_server import F2B, running_f2b
-from tests.harness import Harness, make_harness, requests_made
+from reconcile.core.notes import parse_note
+from tests.support.cf_emulator import TOKEN, CloudflareEmulator
+from tests.support.f2b_server import F2B, running_f2b
+from tests.support.harness import Harness, make_harness, requests_made
 
 pytestmark = [pytest.mark.fail2ban, pytest.mark.slow]
 

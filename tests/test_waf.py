@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconcile import waf
+from reconcile.cloudflare import waf
 
 
 @pytest.mark.parametrize(

@@ -21,20 +21,22 @@ from pathlib import Path
 
 import pytest
 
-from reconcile import asn, fail2ban
-from reconcile import bans as bans_mod
 from reconcile import config as config_mod
-from reconcile.model import RuleListing, Scope
-from reconcile.notes import Lease, format_note
-from reconcile.pacing import Pacer
-from reconcile.plan import Action, make_plan
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.core.changes import Action
+from reconcile.core.merge import merge
+from reconcile.core.model import RuleListing, Scope
+from reconcile.core.notes import Lease, format_note
+from reconcile.core.planner import make_plan
+from reconcile.enrich import asn
+from reconcile.fail2ban import state as fail2ban
 from reconcile.run import policy_of
 from tests.benchmarks import planner_input, report
 from tests.benchmarks.per_ban import WORKERS, ban_one_by_one
-from tests.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator, checked_emulator
-from tests.f2b_server import F2B, running_f2b
-from tests.harness import RECONCILE, Harness, make_harness
-from tests.whois_server import running_whois
+from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator, checked_emulator
+from tests.support.f2b_server import F2B, running_f2b
+from tests.support.harness import RECONCILE, Harness, make_harness
+from tests.support.whois_server import running_whois
 
 LATENCY = 0.05  # seconds per request: a WAN round trip to Cloudflare
 TAG = "Blocked by fail2ban"
@@ -148,7 +150,7 @@ def _steady_seed(h: Harness, new: set[str], gone: list[str]) -> list[tuple[str, 
     (this host's live leases) though fail2ban no longer bans them. Notes are what a run would write."""
     config = config_mod.load(h.config())
     state = fail2ban.read_state(config.fail2ban_command, config.jails, config.fail2ban_timeout)
-    bans, _ = bans_mod.merge(state.entries)
+    bans, _ = merge(state.entries)
     now = datetime.now(UTC)
     plan = make_plan(bans, [], [RuleListing(Scope("zone", ZONE_ID), ())], policy_of(config), now)
     seed = [("ip", c.value, c.notes) for c in plan.changes if c.action is Action.ADD and c.value not in new]

@@ -12,14 +12,16 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
-from reconcile.bans import merge, parse_banip_with_time
-from reconcile.model import Ban, Rule, RuleListing, Scope
-from reconcile.notes import Lease, format_note
-from reconcile.plan import Action, Policy, make_plan
+from reconcile.core.changes import Action, Policy
+from reconcile.core.merge import merge
+from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.notes import Lease, format_note
+from reconcile.core.planner import make_plan
+from reconcile.fail2ban.parse import parse_banip_with_time
 from tests.benchmarks.peak_rss import run_with_peak_rss
-from tests.cf_emulator import ZONE_ID, CloudflareEmulator
-from tests.f2b_server import running_f2b
-from tests.harness import RECONCILE, make_harness
+from tests.support.cf_emulator import ZONE_ID, CloudflareEmulator
+from tests.support.f2b_server import running_f2b
+from tests.support.harness import RECONCILE, make_harness
 
 N = 10_000
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

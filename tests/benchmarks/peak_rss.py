@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.harness import _SCRUBBED
+from tests.support.harness import _SCRUBBED
 
 
 def _hwm_kib(pid: int) -> int:

@@ -14,10 +14,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconcile import ranges
-from reconcile.model import Ban, Rule, RuleListing, Scope
-from reconcile.notes import Lease, format_note
-from reconcile.plan import Policy, make_plan
+from reconcile.core import ranges
+from reconcile.core.changes import Policy
+from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.notes import Lease, format_note
+from reconcile.core.planner import make_plan
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TAG = "Blocked by fail2ban"

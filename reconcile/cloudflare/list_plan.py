@@ -1,0 +1,165 @@
+"""The list backend's own planning, pure (DESIGN §9): IPv6 bans as their /64 items, bans a foreign item
+already covers, and the plan fitted into the list's room.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from reconcile.core.addresses import is_allowlisted
+from reconcile.core.changes import Action, Change, OwnerKind, Plan
+from reconcile.core.model import Ban, IPAddress, Network, Rule
+from reconcile.core.notes import parse_note
+from reconcile.core.planner import owner_of
+
+IPV6_PREFIX = 64  # Cloudflare takes IPv6 only as prefixes of /64 or shorter
+
+
+def item_network(ip: IPAddress) -> Network:
+    """The item that blocks `ip`: the address itself (IPv4) or its /64 (IPv6)."""
+    if ip.version == 4:
+        return ipaddress.IPv4Network(ip)
+    return ipaddress.IPv6Network(f"{ip}/{IPV6_PREFIX}", strict=False)
+
+
+def group_bans(bans: Sequence[Ban], allowlist: Sequence[Network] = ()) -> tuple[list[Ban], set[IPAddress]]:
+    """IPv6 bans merged per /64 (keyed by the network address), and the set of those keys.
+
+    The /64's ban spans its addresses: jails united, the earliest start, the latest end (permanent wins).
+    An allowlisted address stays on its own, so the planner skips it as always; a /64 never covers one.
+    """
+    out: list[Ban] = []
+    groups: dict[IPAddress, list[Ban]] = {}
+    for ban in bans:
+        if ban.ip.version == 4 or is_allowlisted(ban.ip, allowlist):
+            out.append(ban)
+        else:
+            groups.setdefault(item_network(ban.ip).network_address, []).append(ban)
+    for key, members in groups.items():
+        ends = [m.until for m in members]
+        out.append(
+            Ban(
+                ip=key,
+                jails=tuple(sorted({j for m in members for j in m.jails})),
+                since=min(m.since for m in members),
+                until=None if None in ends else max(e for e in ends if e is not None),
+            )
+        )
+    return out, set(groups)
+
+
+def item_ip(change: Change) -> str:
+    """The `ip` a write sends: the address (IPv4) or its /64."""
+    assert change.ip is not None
+    return str(item_network(change.ip)) if change.ip.version == 6 else change.ip.compressed
+
+
+def label_networks(plan: Plan, groups: set[IPAddress]) -> Plan:
+    """The /64 items named as such in the report (`2a06:4880:1:2::/64`), not as their first address."""
+    changes = []
+    for c in plan.changes:
+        if c.ip is not None and c.ip.version == 6 and (c.ip in groups or (c.rule and c.rule.target == "ip6")):
+            c = replace(c, value=str(item_network(c.ip)))
+        changes.append(c)
+    return replace(plan, changes=tuple(changes))
+
+
+def spare_allowlisted(plan: Plan, allowlist: Sequence[Network]) -> Plan:
+    """No /64 is written that would block an allowlisted address inside it: its ban is skipped instead
+    (an item listed already is kept as it is, not renewed)."""
+    if not any(net.version == 6 for net in allowlist):
+        return plan
+    changes = []
+    for c in plan.changes:
+        writes = c.action in (Action.ADD, Action.RENEW)
+        if writes and c.ban is not None and c.ip is not None and c.ip.version == 6:
+            mine = item_network(c.ip)
+            inside = next((n for n in allowlist if n.version == 6 and n.overlaps(mine)), None)
+            if inside is not None:
+                reason = f"its /64 holds allowlisted {inside}"
+                c = replace(c, action=Action.SKIP if c.rule is None else Action.KEEP, reason=reason)
+                c = replace(c, lease=None, notes="")
+        changes.append(c)
+    return replace(plan, changes=tuple(changes))
+
+
+def foreign_cover(plan: Plan, rules: Sequence[Rule], tag: str) -> Plan:
+    """An add that a foreign wider CIDR item already covers is foreign: an upsert must never shadow it."""
+    foreign = []
+    for rule in rules:
+        if rule.target == "ip_range" and not owner_of(rule, parse_note(rule.notes, tag)).managed:
+            foreign.append(ipaddress.ip_network(rule.value))
+    if not foreign:
+        return plan
+    changes = []
+    for c in plan.changes:
+        if c.action is Action.ADD and c.ip is not None:
+            mine = item_network(c.ip)
+            cover = next((n for n in foreign if n.version == mine.version and mine.subnet_of(n)), None)  # type: ignore[arg-type]
+            if cover is not None:
+                c = replace(c, action=Action.FOREIGN, reason=f"an untagged item {cover} covers it", notes="")
+                c = replace(c, lease=None)
+        changes.append(c)
+    return replace(plan, changes=tuple(changes))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    plan: Plan
+    expiries_first: bool  # at capacity the expiries must make room before the adds are sent
+
+
+def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted:
+    """The plan within `capacity` items (DESIGN §9), `listed` being every item in the list now.
+
+    Newest bans win: an add that finds no room takes the place of this host's own item (host set {H})
+    with the oldest ban, if that ban is older; otherwise it is `skip: over list capacity`. Items of other
+    hosts and foreign items are never pushed out, and a list already over capacity is not shrunk.
+    """
+    adds = sorted((c for c in plan.changes if c.action is Action.ADD), key=lambda c: _since(c), reverse=True)
+    free = capacity - listed + plan.count(Action.EXPIRE)
+    if len(adds) <= free:
+        return Fitted(plan, expiries_first=False)
+    evictable = sorted(
+        (
+            c
+            for c in plan.changes
+            if c.action in (Action.KEEP, Action.RENEW)
+            and c.ban is not None
+            and c.rule is not None
+            and c.owner is not None
+            and c.owner.kind is OwnerKind.HOSTS
+            and c.owner.hosts == (host_id,)
+        ),
+        key=_since,
+    )
+    replaced: dict[Change, Change] = {}
+    evicted = 0
+    for add in adds:
+        if free > 0:
+            free -= 1
+            continue
+        oldest = evictable[evicted] if evicted < len(evictable) else None
+        if free == 0 and oldest is not None and _since(oldest) < _since(add):
+            evicted += 1
+            replaced[oldest] = replace(
+                oldest,
+                action=Action.EXPIRE,
+                reason=f"{OVER_CAPACITY}: among the oldest bans, a newer ban takes its place",
+                lease=None,
+                notes="",
+            )
+            continue
+        replaced[add] = replace(add, action=Action.SKIP, reason=OVER_CAPACITY, lease=None, notes="")
+    changes = tuple(replaced.get(c, c) for c in plan.changes)
+    return Fitted(replace(plan, changes=changes), expiries_first=True)
+
+
+def _since(change: Change) -> float:
+    return change.ban.since.timestamp() if change.ban is not None else 0.0
+
+
+# The reason of a ban the list has no room for (DESIGN §9); metrics count the changes that carry it.
+OVER_CAPACITY = "over list capacity"

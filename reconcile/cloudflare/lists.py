@@ -1,0 +1,353 @@
+"""The account IP list backend (DESIGN §9): a thousand items per request, enforced by one WAF rule per zone.
+
+Items are `{ip, comment}`; the comment carries the same notes as a rule (§4), so the planner reads an item
+as a rule (target `ip` for an IPv4 address, `ip6` for a /64, `ip_range` for any other CIDR) and plans as
+for rules. What is this backend's own business, as pure helpers around the planner:
+- before planning, IPv6 bans become their /64 (`group_bans`): one item for every banned address in it;
+- after planning (`settle`): the /64 items are named so (`2a06:4880:1:2::/64`), a ban a foreign wider CIDR
+  already covers is foreign, and the plan is fitted into `list_capacity` (`fit_capacity`).
+Writes are bulk upserts (`POST …/items`) and bulk deletes by id, one operation at a time, each polled to its
+end before the next is sent. Never `PUT`: it would replace the operator's items.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from reconcile.cloudflare import waf
+from reconcile.cloudflare.answers import show, timestamp
+from reconcile.cloudflare.list_plan import (
+    IPV6_PREFIX,
+    fit_capacity,
+    foreign_cover,
+    group_bans,
+    item_ip,
+    label_networks,
+    spare_allowlisted,
+)
+from reconcile.cloudflare.retire import retire
+from reconcile.cloudflare.rule_writes import apply
+from reconcile.cloudflare.rules import Client, list_scope
+from reconcile.cloudflare.transport import ApiError
+from reconcile.config import Config
+from reconcile.core.applied import Applied, Result, Written
+from reconcile.core.changes import Action, Change, Plan, Policy
+from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
+from reconcile.core.planner import make_plan
+from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
+
+log = logging.getLogger("reconcile.cloudflare")
+
+
+PER_PAGE = 500  # the most the items listing takes
+BATCH = 1000  # items per bulk write
+POLL_FIRST = 1.0  # seconds before the first poll of an operation, doubling up to POLL_MAX
+POLL_MAX = 8.0
+OPERATION_LIMIT = 60.0  # seconds an operation may take before the run stops waiting for it
+
+
+# --- pure: /64 grouping, foreign cover, capacity -----------------------------------------------------------
+
+
+def item_rule(item: dict[str, Any], scope: Scope, mode: str, shown: str) -> Rule:
+    """One listed item as the rule the planner reads (an item has no mode: the WAF rule's is `mode`)."""
+
+    def bad(what: str) -> CloudflareError:
+        return CloudflareError(f"unexpected list item in answer: {what}", method="GET", path=shown)
+
+    item_id, ip, comment = item.get("id"), item.get("ip"), item.get("comment")
+    if not isinstance(item_id, str) or not item_id:
+        raise bad("no id")
+    if not isinstance(ip, str):
+        raise bad(f"item {item_id} has no ip")
+    if comment is not None and not isinstance(comment, str):
+        raise bad(f"item {item_id} has a comment of type {type(comment).__name__}")
+    try:
+        net = ipaddress.ip_network(ip, strict=False)
+    except ValueError:
+        raise bad(f"item {item_id} has ip {ip[:60]!r}, not an address or CIDR") from None
+    if net.num_addresses == 1:
+        target, value = "ip", str(net.network_address)
+    elif net.version == 6 and net.prefixlen == IPV6_PREFIX:
+        target, value = "ip6", net.network_address.compressed
+    else:
+        target, value = "ip_range", str(net)
+    return Rule(
+        id=item_id,
+        scope=scope,
+        target=target,
+        value=value,
+        mode=mode,
+        notes=comment or "",
+        created_on=timestamp(item.get("created_on"), item_id, "created_on", bad),
+        modified_on=timestamp(item.get("modified_on"), item_id, "modified_on", bad),
+    )
+
+
+# --- the backend ---------------------------------------------------------------------------------------
+
+
+class ListBackend:
+    """backend.Backend for an account IP list, over the run's client (its transport: pacing, retries, 429).
+
+    Switching from the rules backend: once every zone of `zone_ids` enforces the list (its WAF rule was
+    there when the run started), this host's IP Access Rules in those zones are planned as if it banned
+    nothing there: a rule of its own goes, a shared one is left (the other hosts keep theirs). Those
+    changes pass the same safety guard and report as any expiry; they are sent after the list is written.
+    """
+
+    def __init__(
+        self,
+        transport: Client,
+        config: Config,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.config = config
+        self._sleep = sleep
+        self._clock = clock
+        self._lists_path = f"/accounts/{quote(config.account_id, safe='')}/rules/lists"
+        self.list_id = ""
+        self._listed = 0
+        self._rules: tuple[Rule, ...] = ()
+        self._expiries_first = False
+        self._unenforced: tuple[str, ...] | None = None  # read in listings(), None: not read
+
+    @property
+    def requests(self) -> int:
+        return self.transport.requests
+
+    @property
+    def rate_limited(self) -> int:
+        return self.transport.rate_limited
+
+    @property
+    def scope(self) -> Scope:
+        return Scope("list", self.list_id)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # --- reading ---
+
+    def listings(self) -> list[RuleListing]:
+        self.list_id = self._find_or_create()
+        rules, complete = self._items()
+        self._rules, self._listed = tuple(rules), len(rules)
+        listings = [RuleListing(self.scope, self._rules, complete)]
+        if self.config.waf_rule != "off":
+            self._unenforced = waf.enforce(
+                self.transport, self.config.zone_ids, self.config.list_name, self.config.mode, "check"
+            )
+            if not self._unenforced:
+                # The list blocks in every zone: the rules this host made there can go (see the class).
+                listings += [list_scope(self.transport, Scope("zone", z)) for z in self.config.zone_ids]
+        return listings
+
+    def existing(self) -> RuleListing | None:
+        """The list's items as listings() reads them, or None without the list; creates nothing
+        (for --check and --explain)."""
+        self.list_id = self._find(self.config.list_name)
+        if not self.list_id:
+            return None
+        rules, complete = self._items()
+        self._rules, self._listed = tuple(rules), len(rules)
+        return RuleListing(self.scope, self._rules, complete)
+
+    def _find_or_create(self) -> str:
+        name = self.config.list_name
+        found = self._find(name)
+        if found:
+            return found
+        body = {"name": name, "kind": "ip", "description": "fail2ban's bans, kept by reconcile"}
+        try:
+            result = self.transport.call("POST", self._lists_path, body=body)
+        except ApiError:
+            # A create whose answer was lost, or another host's create meanwhile: the list is there now.
+            found = self._find(name)
+            if found:
+                return found
+            raise
+        if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+            raise CloudflareError("the created list has no id", method="POST", path=self._lists_path)
+        log.info("created the IP list %s (%s)", name, result["id"])
+        return str(result["id"])
+
+    def _find(self, name: str) -> str:
+        result = self.transport.call("GET", self._lists_path)
+        if not isinstance(result, list):
+            raise CloudflareError("result is not a list of lists", method="GET", path=self._lists_path)
+        for entry in result:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                if entry.get("kind") != "ip":
+                    raise CloudflareError(
+                        f"the list {name!r} is of kind {entry.get('kind')!r}, not ip: choose another "
+                        "[cloudflare] list_name",
+                        method="GET",
+                        path=self._lists_path,
+                    )
+                if not isinstance(entry.get("id"), str):
+                    raise CloudflareError(f"list {name!r} has no id", method="GET", path=self._lists_path)
+                return str(entry["id"])
+        return ""
+
+    def _items(self) -> tuple[list[Rule], bool]:
+        """Every item, by the cursor; an unreadable page after the first leaves the listing incomplete."""
+        path = f"{self._lists_path}/{quote(self.list_id, safe='')}/items"
+        rules: list[Rule] = []
+        cursors: set[str] = set()
+        cursor = ""
+        while True:
+            query = {"per_page": str(PER_PAGE), **({"cursor": cursor} if cursor else {})}
+            shown = show(path, query)
+            try:
+                document = self.transport.envelope("GET", shown, self.transport.send("GET", shown, None))
+                result = document["result"]
+                if not isinstance(result, list):
+                    raise CloudflareError("result is not a list of items", method="GET", path=shown)
+                rules += [item_rule(item, self.scope, self.config.mode, shown) for item in result]
+            except (RateLimited, BudgetExhausted):
+                raise
+            except CloudflareError as exc:
+                if not rules and not cursor:
+                    raise
+                log.error("listing of list %s incomplete after %d items: %s", self.list_id, len(rules), exc)
+                return rules, False
+            info = document.get("result_info")
+            after = info.get("cursors", {}).get("after") if isinstance(info, dict) else None
+            if not isinstance(after, str) or not after or not result:
+                return rules, True
+            if after in cursors:  # a server handing out the same cursor again would never end
+                log.error("listing of list %s: cursor repeats after %d items", self.list_id, len(rules))
+                return rules, False
+            cursors.add(after)
+            cursor = after
+
+    # --- planning ---
+
+    def plan(
+        self,
+        bans: Sequence[Ban],
+        invalid: Sequence[BanEntry],
+        listings: Sequence[RuleListing],
+        policy: Policy,
+        now: datetime,
+    ) -> Plan:
+        grouped, groups = group_bans(bans, policy.allowlist)
+        ours = [listing for listing in listings if listing.scope.kind == "list"]
+        plan = make_plan(grouped, invalid, ours, policy, now)
+        plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
+        plan = spare_allowlisted(plan, policy.allowlist)
+        fitted = fit_capacity(plan, self._listed, self.config.list_capacity, policy.host_id)
+        self._expiries_first = fitted.expiries_first
+        retiring = [listing for listing in listings if listing.scope.kind != "list"]
+        if not retiring:
+            return fitted.plan
+        retired = retire(fitted.plan, bans, retiring, policy, now, self.config.max_expire_fraction)
+        return Plan(
+            fitted.plan.changes + retired.changes,
+            {**fitted.plan.managed, **retired.managed},
+            fitted.plan.incomplete + retired.incomplete,
+        )
+
+    # --- writing ---
+
+    def apply(self, plan: Plan) -> Applied:
+        mine = Plan(tuple(c for c in plan.changes if c.scope == self.scope))
+        applied = self._apply_list(mine)
+        rules = Plan(tuple(c for c in plan.changes if c.scope is not None and c.scope.kind == "zone"))
+        if not rules.writes():
+            return applied
+        if applied.stopped is not None or applied.count(Result.FAILED):
+            # The rules go only once the list holds what they blocked.
+            left = tuple(Written(c, Result.PENDING) for c in rules.writes())
+            return Applied(applied.outcomes + left, applied.stopped)
+        retired = apply(rules, self.transport, self.config.mode)
+        return Applied(applied.outcomes + retired.outcomes, retired.stopped)
+
+    def _apply_list(self, plan: Plan) -> Applied:
+        writes = plan.writes()
+        upserts = [c for c in writes if c.action in (Action.ADD, Action.RENEW)]
+        deletes = [c for c in writes if c.action is Action.EXPIRE]
+        batches = [("POST", upserts[i : i + BATCH]) for i in range(0, len(upserts), BATCH)]
+        removals = [("DELETE", deletes[i : i + BATCH]) for i in range(0, len(deletes), BATCH)]
+        # Adds first (the edge gets stricter first), unless the adds need the room the expiries free.
+        batches = removals + batches if self._expiries_first else batches + removals
+        outcomes: list[Written] = []
+        for index, (method, changes) in enumerate(batches):
+            try:
+                result, detail = self._write(method, changes)
+            except (RateLimited, BudgetExhausted) as exc:
+                left = [c for _, rest in batches[index:] for c in rest]
+                outcomes += [Written(c, Result.PENDING) for c in left]
+                log.warning("stopping early: %s; %d change(s) left for the next run", exc, len(left))
+                return Applied(tuple(outcomes), exc)
+            except CloudflareError as exc:
+                result, detail = Result.FAILED, str(exc)
+            if result is Result.FAILED:
+                log.error("%s of %d items failed: %s", method, len(changes), detail)
+            else:
+                log.info("%s %d items to list %s: %s", method, len(changes), self.list_id, result)
+            outcomes += [Written(c, result, detail) for c in changes]
+        return Applied(tuple(outcomes))
+
+    def _write(self, method: str, changes: Sequence[Change]) -> tuple[Result, str]:
+        path = f"{self._lists_path}/{quote(self.list_id, safe='')}/items"
+        body: Any
+        if method == "DELETE":
+            body = {"items": [{"id": c.rule.id} for c in changes if c.rule is not None]}
+        else:
+            body = [{"ip": item_ip(c), "comment": c.notes} for c in changes]
+        result = self.transport.call(method, path, body=body)
+        operation = result.get("operation_id") if isinstance(result, dict) else None
+        if not isinstance(operation, str) or not operation:
+            raise CloudflareError("answer has no operation_id", method=method, path=path)
+        return self._wait(operation)
+
+    def _wait(self, operation: str) -> tuple[Result, str]:
+        """Poll the operation until it ends: from 1 s doubling, for at most 60 s, within the run's limit."""
+        path = f"{self._lists_path}/bulk_operations/{quote(operation, safe='')}"
+        started, delay = self._clock(), POLL_FIRST
+        while True:
+            left = min(OPERATION_LIMIT - (self._clock() - started), self.transport.pacer.remaining())
+            if delay > left:
+                # The next write would get 429 while it runs: stop, the next run sees what it did.
+                raise BudgetExhausted(
+                    f"bulk operation {operation} still not done after {self._clock() - started:.0f} s"
+                )
+            self._sleep(delay)
+            result = self.transport.call("GET", path)
+            status = result.get("status") if isinstance(result, dict) else None
+            if status == "completed":
+                return Result.DONE, ""
+            if status == "failed":
+                error = result.get("error") if isinstance(result, dict) else None
+                text = self.transport.redact(str(error or "no error given"))[:300]
+                return Result.FAILED, f"GET {path}: bulk operation failed: {text}"
+            if status not in ("pending", "running"):
+                raise CloudflareError(f"unknown operation status {status!r}", method="GET", path=path)
+            delay = min(delay * 2, POLL_MAX)
+
+    def enforcement(self) -> tuple[str, ...]:
+        if self.config.waf_rule == "off" or self._unenforced == ():
+            return ()  # not asked, or every zone enforced the list when the run began
+        if self.config.waf_rule == "check" and self._unenforced is not None:
+            return self._unenforced
+        try:
+            return waf.enforce(
+                self.transport,
+                self.config.zone_ids,
+                self.config.list_name,
+                self.config.mode,
+                self.config.waf_rule,
+            )
+        except ReconcileError as exc:  # a 429 or the budget: the rule is unknown, so not known to block
+            return (f"WAF rule not checked: {exc}",)

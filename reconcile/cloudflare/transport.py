@@ -1,0 +1,331 @@
+"""All HTTP to Cloudflare, for every backend: session, pacing, retries, the JSON envelope, 429, redaction
+and the base-URL check (DESIGN §6); plus the account-wide reads of the operator's tools (the token's
+status, Cloudflare's own ranges and its clock; DESIGN §7, §11).
+
+One place sends requests (`Transport.send`: pacing, retries, 429) and one place reads answers
+(`Transport.envelope`: Cloudflare's JSON envelope or a CloudflareError). Secrets travel only in request
+headers, which are never logged or put into an error. The resources live elsewhere: IP Access Rules in
+rules.py, the account IP list in lists.py, the zones' WAF rule in waf.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from reconcile import __version__
+from reconcile.cloudflare.answers import cidrs, error_codes, http_date, retry_after, show, timestamp
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer, backoff
+from reconcile.errors import CloudflareError, ConfigError, RateLimited
+
+# One logger for all Cloudflare traffic, whichever resource sends it.
+log = logging.getLogger("reconcile.cloudflare")
+
+USER_AGENT = f"reconcile/{__version__}"
+_EXCERPT_CHARS = 120
+_MESSAGE_CHARS = 300
+
+
+class ApiError(CloudflareError):
+    """Cloudflare answered with its error envelope (`success: false`); `codes` holds its error codes."""
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What `GET /user/tokens/verify` says of the API token in use."""
+
+    status: str  # Cloudflare's word: active | disabled | expired
+    expires_on: datetime | None = None
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content: bytes
+    # An earlier attempt may have reached the server but its answer never came back.
+    after_lost: bool = False
+
+
+class Transport:
+    """Requests to Cloudflare's API; every attempt passes `pacer.acquire` first.
+
+    Counters for the run summary: `requests` (attempts sent), `rate_limited` (429s), `retried` (retries).
+    `last_date` is the `Date` header of the last answer (None when it had none): for clock-skew checks.
+    After a 429 the client refuses every further request of the run.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        pacer: Pacer,
+        timeout: float = 30.0,
+        retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = _check_base_url(base_url)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, not {retries!r}")
+        self._credentials = credentials
+        self._pacer = pacer
+        self.timeout = timeout
+        self.retries = retries
+        self._sleep = sleep
+        self._own_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._blocked: RateLimited | None = None
+        self.requests = 0
+        self.rate_limited = 0
+        self.retried = 0
+        self.last_date: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r}, {self._credentials!r})"
+
+    @property
+    def pacer(self) -> Pacer:
+        """The run's Pacer: a backend that waits (operation polls) stays within its time limit."""
+        return self._pacer
+
+    def redact(self, text: str) -> str:
+        """`text` with the secrets in use blanked: for text from Cloudflare that goes into a log."""
+        return self._credentials.redact(text)
+
+    def close(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- for the operator's tools (--check, --explain) --------------------------------------------------
+
+    def verify_token(self) -> TokenStatus:
+        """`GET /user/tokens/verify`. Only for an API token: with email + global key it raises ValueError."""
+        if self._credentials.token is None:
+            raise ValueError("an email + global API key is not a token: nothing to verify")
+        path = "/user/tokens/verify"
+        result = self.call("GET", path)
+
+        def bad(what: str) -> CloudflareError:
+            return CloudflareError(f"unexpected token status in answer: {what}", method="GET", path=path)
+
+        if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+            raise bad("no status")
+        return TokenStatus(
+            status=result["status"],
+            expires_on=timestamp(result.get("expires_on"), "token", "expires_on", bad),
+            not_before=timestamp(result.get("not_before"), "token", "not_before", bad),
+        )
+
+    def cloudflare_ips(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Cloudflare's own published ranges from `GET /ips`: (IPv4 CIDRs, IPv6 CIDRs), normalised."""
+        path = "/ips"
+        # The endpoint is public (`security: [{}]`): no reason to send it a secret.
+        result = self.envelope("GET", path, self.send("GET", path, None, authenticated=False))["result"]
+        if not isinstance(result, dict):
+            raise CloudflareError("result is not an object", method="GET", path=path)
+        return cidrs(result, "ipv4_cidrs", 4, path), cidrs(result, "ipv6_cidrs", 6, path)
+
+    # --- one request, start to finish ----------------------------------------------------------------
+
+    def call(
+        self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: Any = None
+    ) -> Any:
+        """Send (with retries) and return the envelope's `result`, or raise."""
+        shown = show(path, query)
+        answer = self.send(method, shown, body)
+        return self.envelope(method, shown, answer)["result"]
+
+    def send(self, method: str, shown: str, body: Any, *, authenticated: bool = True) -> Answer:
+        """One request with bounded retries on 5xx and transport errors; 429 stops everything."""
+        if self._blocked is not None:
+            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
+        url = self.base_url + shown
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if authenticated:
+            headers.update(self._credentials.headers())
+        problem, status = "", None
+        lost = False  # an attempt that may have reached the server got no answer
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = backoff(attempt - 1)
+                log.info(
+                    "retrying %s %s in %.2f s (attempt %d of %d): %s",
+                    method,
+                    shown,
+                    delay,
+                    attempt + 1,
+                    self.retries + 1,
+                    problem,
+                )
+                self._sleep(delay)
+                self.retried += 1
+            self._pacer.acquire(f"{method} {shown}")
+            self.requests += 1
+            # A request never outlives the run's time limit by more than a second.
+            timeout = max(1.0, min(self.timeout, self._pacer.remaining()))
+            started = time.monotonic()
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=True,  # explicit: overrides a session that was handed in with verify=False
+                    allow_redirects=False,  # an API redirect is unexpected; never resend credentials
+                )
+            except requests.Timeout as exc:
+                problem, status = f"no answer within {timeout:g} s ({type(exc).__name__})", None
+                lost = lost or _may_have_arrived(exc)
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                continue
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                problem, status = f"connection failed ({type(exc).__name__})", None
+                lost = lost or _may_have_arrived(exc)
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                continue
+            except requests.RequestException as exc:
+                # Not retryable (bad URL, bad header...). Class name only: some messages quote header values.
+                raise CloudflareError(
+                    f"request failed: {type(exc).__name__}", method=method, path=shown
+                ) from None
+            log.debug("%s %s -> %d in %d ms", method, shown, response.status_code, _ms(started))
+            self.last_date = http_date(response.headers.get("Date"))
+            if response.status_code == 429:
+                self.rate_limited += 1
+                self._blocked = RateLimited(
+                    method=method, path=shown, retry_after=retry_after(response.headers.get("retry-after"))
+                )
+                raise self._blocked
+            if response.status_code >= 500:
+                problem, status = (
+                    f"HTTP {response.status_code}{self._excerpt(response.content)}",
+                    response.status_code,
+                )
+                continue
+            return Answer(response.status_code, response.content, lost)
+        raise CloudflareError(
+            f"gave up after {self.retries + 1} attempts; last: {problem}",
+            method=method,
+            path=shown,
+            status=status,
+        )
+
+    def envelope(self, method: str, shown: str, answer: Answer) -> dict[str, Any]:
+        """A successful envelope (with its `result`); otherwise the one CloudflareError that explains it."""
+        status = answer.status
+        try:
+            data = json.loads(answer.content)
+        except (ValueError, RecursionError):
+            raise CloudflareError(
+                f"answer is not JSON{self._excerpt(answer.content)}", method=method, path=shown, status=status
+            ) from None
+        if not isinstance(data, dict):
+            raise CloudflareError(
+                f"answer is JSON {type(data).__name__}, not an object",
+                method=method,
+                path=shown,
+                status=status,
+            )
+        success = data.get("success")
+        if not isinstance(success, bool):
+            raise CloudflareError(
+                "answer has no boolean `success` field", method=method, path=shown, status=status
+            )
+        if not success:
+            codes, messages = error_codes(data.get("errors"))
+            text = self._credentials.redact("; ".join(messages)) or "no error message"
+            raise ApiError(
+                f"Cloudflare refused: {text[:_MESSAGE_CHARS]}",
+                method=method,
+                path=shown,
+                status=status,
+                codes=codes,
+            )
+        if not 200 <= status < 300:
+            raise CloudflareError(
+                "answer says success but the HTTP status does not", method=method, path=shown, status=status
+            )
+        if "result" not in data:
+            raise CloudflareError("answer has no `result`", method=method, path=shown, status=status)
+        return data
+
+    def _excerpt(self, content: bytes) -> str:
+        """': <first ~120 characters, whitespace collapsed>' of a body, or '' for an empty one."""
+        text = " ".join(content[:4096].decode("utf-8", "replace").split())
+        if not text:
+            return ""
+        text = self._credentials.redact(text)
+        if len(text) > _EXCERPT_CHARS:
+            text = text[:_EXCERPT_CHARS] + "..."
+        return f": {text!r}"
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _check_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; https, or http to a loopback host only (tests)."""
+    where = "[cloudflare] api_base_url"
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a valid URL: {base_url!r} ({exc})") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{where}: must be an https:// URL, not {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{where}: must not contain credentials")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: must not have a query or fragment: {base_url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{where}: plain http:// is allowed only for a loopback host, not {host!r}; use https://"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """False only when the request surely never reached the server (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)

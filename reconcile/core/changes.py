@@ -1,0 +1,109 @@
+"""What a plan is made of (DESIGN §5): plain, frozen data that the planner makes and the safety check, the
+backends and the renderers read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
+from reconcile.core.notes import Lease
+
+# Only rules that block are ever managed: an allow (`whitelist`) rule is the operator's, whatever its notes.
+BLOCKING_MODES = frozenset({"block", "challenge", "js_challenge", "managed_challenge"})
+
+
+class Action(StrEnum):
+    ADD = "add"
+    RENEW = "renew"
+    EXPIRE = "expire"
+    KEEP = "keep"
+    FOREIGN = "foreign"
+    SKIP = "skip"
+
+
+# Adds first (blocking attackers is the urgent part), then renewals, then expiries: a run that stops
+# early leaves the edge stricter, never looser.
+WRITE_ORDER = {Action.ADD: 0, Action.RENEW: 1, Action.EXPIRE: 2}
+
+
+class OwnerKind(StrEnum):
+    HOSTS = "hosts"  # our lease format: the hosts in `Owner.hosts` ban it
+    LEGACY = "legacy"  # an older script's note: adopted by whichever host bans it
+    UNKNOWN = "unknown"  # tagged, but a format we do not know: kept, never guessed at
+    UNTAGGED = "untagged"  # a blocking rule without our tag: someone else's
+    ALLOW = "allow"  # an allow (whitelist) rule: never modified or deleted, whatever its notes
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a listed rule belongs to: made once here, read by the renderers and the metrics."""
+
+    kind: OwnerKind
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def managed(self) -> bool:
+        return self.kind in (OwnerKind.HOSTS, OwnerKind.LEGACY, OwnerKind.UNKNOWN)
+
+    def label(self, host_id: str) -> str:
+        """The metrics label: ours (this host is in the set), others, or the kind."""
+        if self.kind is OwnerKind.HOSTS:
+            return "ours" if host_id in self.hosts else "others"
+        return str(self.kind)
+
+    def __str__(self) -> str:
+        return ",".join(self.hosts) if self.kind is OwnerKind.HOSTS else str(self.kind)
+
+
+@dataclass(frozen=True)
+class Policy:
+    tag: str
+    host_id: str
+    mode: str = "block"
+    allowlist: tuple[Network, ...] = ()
+    max_rule_age: timedelta | None = None
+    cloudflare_ranges: tuple[Network, ...] = ()  # skipped as Cloudflare's own (empty: not checked)
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    value: str  # the IP in compressed form, or fail2ban's raw entry when it is not an IP
+    reason: str
+    scope: Scope | None = None
+    ban: Ban | None = None  # this host's ban; None for a leave (this host no longer bans it)
+    rule: Rule | None = None
+    owner: Owner | None = None  # of the rule as listed; None without a rule
+    lease: Lease | None = None  # what add / renew write
+    notes: str = ""  # `lease` formatted
+    jails: tuple[str, ...] = ()
+    ip: IPAddress | None = None
+    asn: str | None = None  # origin AS of the address, from the written lease or the listed note
+
+    @property
+    def is_write(self) -> bool:
+        return self.action in WRITE_ORDER
+
+    def write_key(self) -> tuple[int, float, str]:
+        newest_first = -self.ban.since.timestamp() if self.ban and self.action is Action.ADD else 0.0
+        return WRITE_ORDER[self.action], newest_first, self.value
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    managed: Mapping[Scope, int] = field(default_factory=dict)  # managed rules listed, all hosts together
+    incomplete: tuple[Scope, ...] = ()
+
+    def writes(self) -> list[Change]:
+        return sorted((c for c in self.changes if c.is_write), key=Change.write_key)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    def counts(self) -> dict[Action, int]:
+        return {action: self.count(action) for action in Action}

@@ -1,0 +1,148 @@
+"""fail2ban's answers turned into values: jail lists, ban lines, and bans merged per address. No IO."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from dateutil import tz as dateutil_tz
+
+from reconcile.core.model import BanEntry
+from reconcile.fail2ban.restore import JailTimes
+
+_NUMBER_LINE = re.compile(r"\|- Number of jail:\s*(\d+)")
+_LIST_LINE = re.compile(r"`- Jail list:(.*)")
+_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+# `IP<SPACE><TAB>START + SECONDS = END` (banmanager.py getBanList). The IP field is whatever was banned,
+# spaces included, so it runs up to the separator rather than being \S+.
+_BAN_LINE = re.compile(rf"(?P<value>.+?) \t(?P<start>{_TIME}) \+ (?P<seconds>-?\d+) = (?P<end>{_TIME})")
+# fail2ban prints its time stamps truncated to the second and its ban time with %d, so END may trail
+# START + SECONDS by a second (more after a prolonged re-ban); enough slack to tell two DST folds apart.
+_END_SLACK = timedelta(seconds=5)
+# `fail2ban-client get dbfile` (client/beautifier.py): a path, or "disabled" for `dbfile = None`.
+_DBFILE = re.compile(r"Current database file is:\n`- (?P<path>.+)")
+_DB_DISABLED = "Database currently disabled"
+
+
+def parse_jail_list(status_output: str) -> tuple[str, ...]:
+    """Jail names from `fail2ban-client status`, in fail2ban's (sorted) order."""
+    lines = status_output.rstrip("\n").split("\n")
+    if len(lines) != 3 or lines[0] != "Status":
+        raise ValueError(f"expected 'Status', a jail count and a jail list, got {_quote(status_output)}")
+    number = _NUMBER_LINE.fullmatch(lines[1])
+    if number is None:
+        raise ValueError(f"expected '|- Number of jail:', got {_quote(lines[1])}")
+    listing = _LIST_LINE.fullmatch(lines[2])
+    if listing is None:
+        raise ValueError(f"expected '`- Jail list:', got {_quote(lines[2])}")
+    names_text = listing.group(1).strip()
+    names = tuple(name.strip() for name in names_text.split(",")) if names_text else ()
+    if any(not name for name in names):
+        raise ValueError(f"empty jail name in {_quote(lines[2])}")
+    if len(names) != int(number.group(1)):
+        raise ValueError(f"jail count {number.group(1)} does not match the jail list {_quote(lines[2])}")
+    return names
+
+
+def parse_banip_with_time(jail: str, output: str, tz: tzinfo) -> list[BanEntry]:
+    """Entries of `fail2ban-client get JAIL banip --with-time`; times are in fail2ban's zone `tz`."""
+    text = output.rstrip("\n")
+    if not text.strip():
+        return []  # fail2ban prints one empty line when the jail holds no bans
+    entries = []
+    # bulk bans share their times: each distinct (START, SECONDS, END) is localized and added up once
+    times: dict[tuple[str, ...], tuple[datetime, datetime | None]] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        m = _BAN_LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(
+                f"jail {jail}: line {number} {_quote(line)} is not 'IP \\tSTART + SECONDS = END'"
+            )
+        try:
+            entries.append(_entry(jail, m, tz, times))
+        except ValueError as exc:
+            raise ValueError(f"jail {jail}: line {number} {_quote(line)}: {exc}") from None
+    return entries
+
+
+def parse_dbfile(output: str) -> str | None:
+    """The database path from `fail2ban-client get dbfile`; None when fail2ban keeps no database file."""
+    text = output.strip("\n")
+    if text == _DB_DISABLED:
+        return None
+    m = _DBFILE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"expected 'Current database file is:' or {_DB_DISABLED!r}, got {_quote(output)}")
+    path = m.group("path")
+    return None if path == ":memory:" else path  # an in-memory database is fail2ban's own
+
+
+def parse_jail_times(bantime: str, increment: str, maxtime: str) -> JailTimes:
+    """`get JAIL bantime`, `bantime.increment` and `bantime.maxtime` (unset ones print None)."""
+    flag = increment.strip()
+    if flag not in ("True", "False", "None"):
+        raise ValueError(f"bantime.increment: expected True, False or None, got {_quote(increment)}")
+    cap = maxtime.strip()
+    try:
+        return JailTimes(int(bantime.strip()), flag == "True", None if cap == "None" else int(cap))
+    except ValueError:
+        raise ValueError(
+            f"expected whole seconds for bantime {_quote(bantime)} and bantime.maxtime {_quote(maxtime)}"
+        ) from None
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    """repr() of fail2ban's text for an error message, cut short: a junk answer can be megabytes."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def _entry(
+    jail: str, m: re.Match[str], tz: tzinfo, times: dict[tuple[str, ...], tuple[datetime, datetime | None]]
+) -> BanEntry:
+    key = m.group("start", "seconds", "end")
+    known = times.get(key)
+    if known is None:
+        seconds = int(m.group("seconds"))
+        start_wall = datetime.fromisoformat(m.group("start"))
+        if seconds == -1:  # permanent (ticket.py); END is the 9999-12-31 placeholder
+            start = _localize(start_wall, tz, None)
+        else:
+            start = _localize(start_wall, tz, (seconds, datetime.fromisoformat(m.group("end"))))
+        known = times[key] = (start, None if seconds == -1 else plus_seconds(start, seconds))
+    return BanEntry(jail, m.group("value"), *known)
+
+
+def _localize(wall: datetime, tz: tzinfo, check: tuple[int, datetime] | None) -> datetime:
+    """A wall-clock time in `tz` as UTC.
+
+    fail2ban drops the DST fold when it formats a time, so an ambiguous START has two readings: take the
+    one whose START + SECONDS shows as END, else the later one (the ban then never ends too early).
+    A time that does not exist in `tz` (a zone differing from the server's) is moved past the gap.
+    """
+    aware = wall.replace(tzinfo=tz)
+    # both folds, then keep those that show as `wall` again: two if ambiguous, none if in a gap
+    readings = sorted({aware.astimezone(UTC), aware.replace(fold=1).astimezone(UTC)})
+    readings = [r for r in readings if r.astimezone(tz).replace(tzinfo=None) == wall]
+    if not readings:
+        return dateutil_tz.resolve_imaginary(aware).astimezone(UTC)
+    if len(readings) > 1 and check is not None:
+        seconds, end_wall = check
+        fitting = [r for r in readings if _shows_as(plus_seconds(r, seconds), tz, end_wall)]
+        if len(fitting) == 1:
+            return fitting[0]
+    return readings[-1]
+
+
+def _shows_as(instant: datetime | None, tz: tzinfo, wall: datetime) -> bool:
+    if instant is None:
+        return False
+    shown = instant.astimezone(tz).replace(tzinfo=None)
+    return timedelta(0) <= wall - shown <= _END_SLACK
+
+
+def plus_seconds(start: datetime, seconds: int) -> datetime | None:
+    """START + SECONDS in UTC (not wall-clock arithmetic); None if past year 9999, i.e. forever."""
+    try:
+        return start + timedelta(seconds=seconds)
+    except OverflowError:
+        return None

@@ -1,0 +1,1 @@
+"""The operator's tools beside the run: --check and --explain. Read-only, with either backend."""

@@ -1,0 +1,283 @@
+"""`reconcile --check` (DESIGN §7): is this set-up right? One line per check; nothing is changed.
+
+Each check returns Check values (ok / warn / fail, what it found, what to do). Exit 0 with no `fail`,
+else 1. Only reads: fail2ban-client queries, Cloudflare GETs, and stat/access on local paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
+
+from reconcile import lock
+from reconcile import run as run_mod
+from reconcile.cloudflare import waf
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.lists import ListBackend
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rules import Client
+from reconcile.config import Config
+from reconcile.core import ranges
+from reconcile.core.merge import merge
+from reconcile.core.model import Fail2banState, Scope
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.fail2ban import state as fail2ban
+
+MIGRATION = "README, 'Migrating from the per-ban curl scripts'"
+MAX_SKEW = timedelta(seconds=60)
+TOKEN_SOON = timedelta(days=14)
+CLOUDFLARE_API = "api.cloudflare.com"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    name: str
+    found: str
+    todo: str = ""
+
+
+def main(config: Config, creds: Credentials, fmt: str, *, now: datetime | None = None) -> int:
+    checks = run_checks(config, creds, now or datetime.now(UTC))
+    print(to_json(checks) if fmt == "json" else table(checks))
+    return EXIT_FAILURE if any(c.status is Status.FAIL for c in checks) else EXIT_OK
+
+
+def table(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status:<4}  {c.name:<{width}}  {c.found}")
+        if c.todo:
+            lines.append(f"{'':<4}  {'':<{width}}  -> {c.todo}")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> str:
+    return json.dumps(
+        {
+            "ok": not any(c.status is Status.FAIL for c in checks),
+            "checks": [{**asdict(c), "status": str(c.status)} for c in checks],
+        },
+        indent=2,
+    )
+
+
+def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]:
+    checks = [Check(Status.OK, "config", f"{config.path} loaded (host_id {config.host_id})")]
+    state, fail2ban_checks = _fail2ban(config)
+    checks += fail2ban_checks
+    checks += _paths(config)
+    pacer = Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
+    with run_mod.make_client(config, creds, pacer) as client:
+        checks += _cloudflare(config, creds, client, now)
+    if state is not None:
+        checks += _misconfiguration(state)
+    return checks
+
+
+# --- fail2ban ----------------------------------------------------------------------------------------
+
+
+def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
+    try:
+        state = fail2ban.read_state(
+            config.fail2ban_command,
+            config.jails,
+            config.fail2ban_timeout,
+            fail2ban.zone(config.fail2ban_timezone),
+        )
+    except ReconcileError as exc:
+        return None, [Check(Status.FAIL, "fail2ban", str(exc), "start fail2ban, or fix [fail2ban] command")]
+    checks = [Check(Status.OK, "fail2ban", f"{len(state.jails)} jails, {len(state.entries)} bans read")]
+    writers = []
+    try:
+        for jail in state.jails:
+            for action in fail2ban.read_actions(config.fail2ban_command, jail, config.fail2ban_timeout):
+                texts = [t for t in (action.actionban, action.actionunban) if t]
+                if any(CLOUDFLARE_API in t for t in texts):
+                    writers.append(f"jail {jail}, action {action.name}")
+    except ReconcileError as exc:
+        checks.append(Check(Status.WARN, "fail2ban actions", f"could not read every jail's actions: {exc}"))
+        return state, checks
+    if writers:
+        checks.append(
+            Check(
+                Status.FAIL,
+                "fail2ban actions",
+                f"a second writer calls {CLOUDFLARE_API} itself: {'; '.join(writers)}",
+                f"switch those jails to the no-op action cloudflare-reconcile ({MIGRATION})",
+            )
+        )
+    else:
+        checks.append(Check(Status.OK, "fail2ban actions", f"no jail's action calls {CLOUDFLARE_API}"))
+    return state, checks
+
+
+def _misconfiguration(state: Fail2banState) -> list[Check]:
+    examples = ranges.misconfigured_examples(merge(state.entries)[0])
+    if not examples:
+        return [Check(Status.OK, "visitor addresses", "no ban of a Cloudflare or loopback address")]
+    return [Check(Status.WARN, "visitor addresses", ranges.misconfiguration_warning(examples))]
+
+
+# --- local paths -------------------------------------------------------------------------------------
+
+
+def _writable_dir(path: Path) -> str | None:
+    """None when a file can be created in `path`'s directory (or the directory created); else why not."""
+    directory = path.parent
+    while not directory.exists():
+        if directory.parent == directory:
+            return f"no existing parent of {path.parent}"
+        directory = directory.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is not writable by this user"
+    return None
+
+
+def _paths(config: Config) -> list[Check]:
+    wanted: list[tuple[str, Path, str]] = [("lock", config.lock_file, "[run] lock_file")]
+    if config.metrics_textfile is not None:
+        wanted.append(("metrics", config.metrics_textfile, "[metrics] textfile"))
+    if config.enrich_asn:
+        wanted.append(("ASN cache", config.asn_cache_file, "[enrich] cache_file"))
+    checks = []
+    for name, path, key in wanted:
+        problem = lock.location_problem(path) if key == "[run] lock_file" else _writable_dir(path)
+        if problem is None:
+            checks.append(Check(Status.OK, f"{name} path", f"{path} can be written"))
+        else:
+            checks.append(Check(Status.FAIL, f"{name} path", problem, f"fix {key}, or run as root"))
+    return checks
+
+
+# --- Cloudflare --------------------------------------------------------------------------------------
+
+
+def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetime) -> list[Check]:
+    checks = [_token(creds, client, now)]
+    if checks[0].status is Status.FAIL:
+        return checks
+    if config.backend == "list":
+        checks.append(_attempt("IP list", partial(_list, client, config)))
+        if config.waf_rule != "off":
+            checks += _waf(client, config)
+    else:
+        for scope in run_mod.scopes_of(config):
+            checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
+    checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
+    # Last: by now some answer carried a Date header, whatever the credentials.
+    checks.insert(1, _skew(client, now))
+    return checks
+
+
+def _attempt(name: str, check: Callable[[], Check]) -> Check:
+    try:
+        return check()
+    except ReconcileError as exc:
+        return Check(
+            Status.FAIL, name, str(exc), "see the error; the token may lack a permission (README §2)"
+        )
+
+
+def _token(creds: Credentials, client: Client, now: datetime) -> Check:
+    if creds.token is None:
+        return Check(
+            Status.WARN,
+            "token",
+            "a global API key is configured, not a scoped token",
+            "create an API token with only the permissions of README §2",
+        )
+    try:
+        status = client.verify_token()
+    except ReconcileError as exc:
+        return Check(Status.FAIL, "token", str(exc), "check the token and [cloudflare] api_base_url")
+    expires = status.expires_on
+    when = f", expires {expires:%Y-%m-%d %H:%M}Z" if expires else ""
+    if status.status != "active":
+        return Check(
+            Status.FAIL, "token", f"token is {status.status}{when}", "create a new token (README §2)"
+        )
+    if expires is not None and expires <= now:
+        return Check(Status.FAIL, "token", f"token expired {expires:%Y-%m-%d}", "create a new token")
+    if expires is not None and expires - now < TOKEN_SOON:
+        return Check(Status.WARN, "token", f"token is active{when}", "renew it before it expires")
+    return Check(Status.OK, "token", f"token is active{when}")
+
+
+def _skew(client: Client, now: datetime) -> Check:
+    their = client.last_date
+    if their is None:
+        return Check(Status.WARN, "clock", "Cloudflare sent no Date header: clock skew not checked")
+    skew = (datetime.now(UTC) - their).total_seconds()
+    text = f"this clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} Cloudflare's"
+    if abs(skew) > MAX_SKEW.total_seconds():
+        return Check(Status.WARN, "clock", text, "leases are UTC times: sync the clock (NTP)")
+    return Check(Status.OK, "clock", text)
+
+
+def _scope(client: Client, scope: Scope) -> Check:
+    listing = run_mod.list_scope(client, scope)
+    state = "" if listing.complete else " (listing incomplete)"
+    status = Status.OK if listing.complete else Status.WARN
+    return Check(status, f"{scope.kind} rules", f"{scope.id}: {len(listing.rules)} rules readable{state}")
+
+
+def _list(client: Client, config: Config) -> Check:
+    listing = ListBackend(client, config).existing()
+    name = config.list_name
+    if listing is None:
+        return Check(
+            Status.WARN,
+            "IP list",
+            f"account {config.account_id} has no list {name!r} yet",
+            "nothing to do: the first run creates it",
+        )
+    count, capacity = len(listing.rules), config.list_capacity
+    found = f"list {name!r}: {count} items readable, room for {capacity}"
+    if not listing.complete:
+        return Check(Status.WARN, "IP list", found + " (listing incomplete)")
+    if count >= capacity:
+        return Check(
+            Status.WARN, "IP list", found + ": full", "raise [cloudflare] list_capacity if the plan allows"
+        )
+    return Check(Status.OK, "IP list", found)
+
+
+def _waf(client: Client, config: Config) -> list[Check]:
+    checks = []
+    rule = f"(ip.src in ${config.list_name}), action {config.mode}"
+    for zone in config.zone_ids:
+        problems = waf.enforce(client, (zone,), config.list_name, config.mode, "check")
+        if problems:
+            todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
+            checks.append(Check(Status.FAIL, "WAF rule", "; ".join(problems), todo))
+        else:
+            checks.append(Check(Status.OK, "WAF rule", f"zone {zone} enforces the list: {rule}"))
+    return checks
+
+
+def _ranges(client: Client) -> Check:
+    v4, v6 = client.cloudflare_ips()
+    differences = ranges.differences(v4, v6)
+    if differences:
+        return Check(
+            Status.WARN,
+            "Cloudflare ranges",
+            f"the ranges shipped ({ranges.PUBLISHED}) differ from GET /ips: {'; '.join(differences)}",
+            "upgrade reconcile; until then bans in the new ranges are pushed like any other",
+        )
+    return Check(Status.OK, "Cloudflare ranges", f"the shipped ranges ({ranges.PUBLISHED}) match GET /ips")

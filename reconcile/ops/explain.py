@@ -1,0 +1,187 @@
+"""`reconcile --explain IP` (DESIGN §7): everything about one address, and what the next run would do.
+
+Reads like a run (fail2ban, then every rule that covers the address in each scope, foreign ones too, by
+the `configuration.value` filter), plans with the same pure planner, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from reconcile import run as run_mod
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.list_plan import item_network
+from reconcile.cloudflare.lists import ListBackend
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.config import Config
+from reconcile.core import ranges
+from reconcile.core.addresses import is_allowlisted, is_built_in_allowlisted
+from reconcile.core.changes import Change, Owner
+from reconcile.core.merge import merge
+from reconcile.core.model import BanEntry, IPAddress, Rule, RuleListing
+from reconcile.core.notes import format_time, parse_note
+from reconcile.core.planner import make_plan, owner_of
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+
+
+@dataclass(frozen=True)
+class Covering:
+    """A rule that covers the address, with who owns it and the lease its notes carry."""
+
+    rule: Rule
+    owner: Owner
+    until: str | None  # the lease's end ("permanent"), None without a lease
+
+
+@dataclass(frozen=True)
+class Explanation:
+    ip: IPAddress
+    entries: tuple[BanEntry, ...]  # this address in each jail that bans it
+    status: tuple[str, ...]  # allowlist and Cloudflare-range findings
+    rules: tuple[Covering, ...]  # every rule that covers it, in every scope
+    changes: tuple[Change, ...]  # the next run's plan for this address, per scope
+    problems: tuple[str, ...]  # what could not be read
+
+
+def main(config: Config, creds: Credentials, ip: IPAddress, fmt: str, *, now: datetime | None = None) -> int:
+    found = explain(config, creds, ip, now or datetime.now(UTC))
+    print(to_json(found) if fmt == "json" else text(found))
+    return EXIT_FAILURE if found.problems else EXIT_OK
+
+
+def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) -> Explanation:
+    problems: list[str] = []
+    entries: tuple[BanEntry, ...] = ()
+    try:
+        entries = tuple(e for e in run_mod.read_fail2ban(config).entries if _is(e.value, ip))
+    except ReconcileError as exc:
+        problems.append(f"fail2ban: {exc}")
+    listings: list[RuleListing] = []
+    pacer = Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
+    with run_mod.make_client(config, creds, pacer) as client:
+        backend = ListBackend(client, config) if config.backend == "list" else None
+        try:
+            if backend is not None:
+                # The list is read whole (its API has no value filter); only what covers `ip` is shown.
+                found = backend.existing()
+                if found is not None:
+                    listings.append(replace(found, rules=tuple(r for r in found.rules if _covers(r, ip))))
+            else:
+                for scope in run_mod.scopes_of(config):
+                    listings.append(RuleListing(scope, tuple(client.find_rules(scope, ip.compressed))))
+        except ReconcileError as exc:
+            problems.append(f"Cloudflare: {exc}")
+    covering = []
+    for listing in listings:
+        for rule in listing.rules:
+            note = parse_note(rule.notes, config.tag)
+            until = None
+            if note is not None and note.hosts:
+                until = format_time(note.until) if note.until else "permanent"
+            covering.append(Covering(rule, owner_of(rule, note), until))
+    bans, _ = merge(entries)
+    policy = run_mod.policy_of(config)
+    if backend is not None:
+        plan = backend.plan(bans, [], listings, policy, now)
+        key = item_network(ip).network_address  # an IPv6 address is planned as its /64
+    else:
+        plan, key = make_plan(bans, [], listings, policy, now), ip
+    changes = tuple(c for c in plan.changes if c.ip in (ip, key))
+    return Explanation(ip, entries, _status(ip, config), tuple(covering), changes, tuple(problems))
+
+
+def _covers(rule: Rule, ip: IPAddress) -> bool:
+    """A list item (read as a rule: ip, an IPv6 /64 as ip6, or a range) that blocks `ip`."""
+    value = f"{rule.value}/64" if rule.target == "ip6" else rule.value
+    try:
+        return ip in ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        return False
+
+
+def _is(value: str, ip: IPAddress) -> bool:
+    """fail2ban's raw entry names `ip` (as the run reads it: IPv6 compressed, mapped IPv4 unwrapped)."""
+    bans, _ = merge([BanEntry("-", value, datetime.now(UTC), None)])
+    return bool(bans) and bans[0].ip == ip
+
+
+def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
+    found = []
+    if is_built_in_allowlisted(ip):
+        found.append("not a global unicast address: never blocked (built-in allowlist)")
+    elif is_allowlisted(ip, config.allowlist):
+        found.append("in [policy] allowlist: never blocked")
+    if ranges.is_cloudflare(ip):
+        skipped = "skipped" if config.skip_cloudflare_ranges else "pushed all the same"
+        found.append(f"one of Cloudflare's own addresses (ranges of {ranges.PUBLISHED}): {skipped}")
+    if ranges.is_misconfiguration(ip):
+        found.append(
+            "a ban of it means the web server logs Cloudflare's or a tunnel's address, not visitors'"
+        )
+    return tuple(found) or ("a global address: blocked when banned",)
+
+
+def text(found: Explanation) -> str:
+    lines = [f"{found.ip}"]
+    if found.entries:
+        lines.append("  banned by fail2ban:")
+        for e in found.entries:
+            until = format_time(e.end) if e.end else "permanent"
+            lines.append(f"    jail {e.jail}: since {format_time(e.start)}, until {until}")
+    else:
+        lines.append("  not banned by fail2ban in any jail")
+    lines += [f"  {s}" for s in found.status]
+    if not found.rules:
+        lines.append("  no Cloudflare rule covers it")
+    for c in found.rules:
+        lease = f", lease until {c.until}" if c.until else ""
+        lines.append(f"  rule {c.rule.id} in {c.rule.scope}: mode {c.rule.mode}, owner {c.owner}{lease}")
+        lines.append(f"    notes: {c.rule.notes!r}")
+    lines.append("  next run:")
+    for change in found.changes:
+        lines.append(f"    {change.action} in {change.scope or '-'}: {change.reason}")
+    if not found.changes:
+        lines.append("    nothing: not banned here, and no rule this host manages covers it")
+    lines += [f"  could not read {p}" for p in found.problems]
+    return "\n".join(lines)
+
+
+def to_json(found: Explanation) -> str:
+    doc: dict[str, Any] = {
+        "ip": found.ip.compressed,
+        "bans": [
+            {
+                "jail": e.jail,
+                "since": format_time(e.start),
+                "until": format_time(e.end) if e.end else "permanent",
+            }
+            for e in found.entries
+        ],
+        "status": list(found.status),
+        "rules": [
+            {
+                "id": c.rule.id,
+                "scope": str(c.rule.scope),
+                "mode": c.rule.mode,
+                "owner": {"kind": str(c.owner.kind), "hosts": list(c.owner.hosts)},
+                "until": c.until,
+                "notes": c.rule.notes,
+            }
+            for c in found.rules
+        ],
+        "next_run": [
+            {
+                "scope": str(c.scope) if c.scope else None,
+                "action": str(c.action),
+                "reason": c.reason,
+                "notes": c.notes or None,
+            }
+            for c in found.changes
+        ],
+        "problems": list(found.problems),
+    }
+    return json.dumps(doc, indent=2)
