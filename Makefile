@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo bench system-deps venv clean install-system
+.PHONY: test test-unit test-e2e lint demo bench system-deps venv clean install-system
 
 venv: $(STAMP)
 
@@ -18,7 +18,14 @@ system-deps:
 	sh tests/support/install-system-deps.sh
 
 test: system-deps $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/unit tests/e2e
+
+# Seconds: no server, no socket, no subprocess (tests/unit/conftest.py refuses them).
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-e2e: system-deps $(STAMP)
+	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconcile tests

@@ -27,7 +27,7 @@ from tests.support.harness import Harness, make_harness
 
 pytestmark = pytest.mark.fail2ban
 
-WRAPPER = Path(__file__).with_name("f2b_restore_wrapper.py")
+WRAPPER = Path(__file__).resolve().parents[1] / "support" / "f2b_restore_wrapper.py"
 SHOWN = [f"45.155.205.{i}" for i in range(10, 17)]  # 7 bans the server always shows
 HIDDEN = ["45.155.205.30", "45.155.205.31"]  # 2 bans "not restored yet": under the 30 % expiry guard
 SERVER_TZ = "America/Los_Angeles"  # behind UTC: read as UTC, its bans look hours older than they are

@@ -448,21 +448,6 @@ def test_valid_requests_raise_no_violation_with_every_quirk_exempted(api: Api) -
     assert api.cf.violations == []
 
 
-def test_list_answers_are_checked_against_the_patched_schema() -> None:
-    """A control: the lists answers are validated (after the two patches), so a broken one is caught."""
-    from email.message import Message
-
-    from tests.support.cf_emulator import _Incoming, _Reply, response_problems
-
-    inc = _Incoming("GET", LISTS, True, [], Message(), None)
-    good = {"id": "a" * 32, "name": "x", "kind": "ip", "num_items": 0, "created_on": "t", "modified_on": "t"}
-    envelope = {"success": True, "errors": [], "messages": []}
-    assert response_problems(inc, _Reply(200, json.dumps({**envelope, "result": [good]}).encode())) == []
-    broken = {k: v for k, v in good.items() if k != "num_items"}
-    problems = response_problems(inc, _Reply(200, json.dumps({**envelope, "result": [broken]}).encode()))
-    assert problems and "num_items" in problems[0]
-
-
 def test_a_lost_answer_still_queues_the_operation() -> None:
     with checked_emulator() as cf:
         api = Api(cf)

@@ -20,7 +20,7 @@ import pytest
 
 from reconcile import __version__
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "fail2ban-cloudflare-reconcile"
 # What setuptools says when the metadata uses a form it is dropping (the license table did, on every install).
 WARNINGS = ("BuildBackendWarning", "SetuptoolsDeprecationWarning", "SetuptoolsWarning", "deprecated")
@@ -73,7 +73,7 @@ def test_the_wheel_is_the_distribution_with_its_license_and_command(wheel):
     assert "reconcile = reconcile.cli:main" in entry_points
     # The import package only: no tests, no top-level strays.
     assert {n.split("/")[0] for n in names} == {"reconcile", info}
-    assert "reconcile/cli.py" in names and "reconcile/ranges.py" in names
+    assert "reconcile/cli.py" in names and "reconcile/core/ranges.py" in names
 
 
 def test_installed_into_a_fresh_venv_it_gives_the_reconcile_command(wheel, tmp_path):

@@ -407,7 +407,6 @@ def test_allowlisted_ban_with_a_rule_has_one_row_not_two():
 # --- properties: what an operator must be able to rely on, whatever the mix -------------------------------
 
 GLOBAL_V4 = st.integers(min_value=0, max_value=255).map(lambda i: f"45.155.205.{i}")
-HOSTS = st.sampled_from(["web1", "web2"])
 NOTE_KINDS = st.sampled_from(["ours", "other-live", "other-dead", "legacy", "unknown", "untagged"])
 
 

@@ -6,14 +6,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from reconcile.cloudflare.credentials import Credentials
-from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rule_writes import Created, apply
-from reconcile.cloudflare.rules import Client
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action, Change, Plan
 from reconcile.core.model import Ban, Rule, Scope
-from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
+from tests.support.cf_emulator import ZONE_ID
 
 ZONE = Scope("zone", ZONE_ID)
 TAG = "Blocked by fail2ban"
@@ -123,14 +120,3 @@ def test_create_results_duplicate_and_lost_answer() -> None:
         writer.rules[value] = Rule(value, ZONE, "ip", value, "block", "")
     plan = Plan((add("45.155.205.1"), add("45.155.205.2"), add("45.155.205.3")))
     assert results(plan, writer) == [Result.DUPLICATE, Result.DONE, Result.DONE]
-
-
-def test_renew_404_against_the_emulator(cf: CloudflareEmulator) -> None:
-    client = Client(cf.base_url, Credentials(token=TOKEN), pacer=Pacer(1_000_000, 100, 60), timeout=5)
-    change = renew("45.155.205.233")
-    applied = apply(Plan((change,)), client, "block")
-    assert [o.result for o in applied.outcomes] == [Result.DONE]
-    assert [(r.method, r.status) for r in cf.requests] == [("PATCH", 404), ("POST", 200)]
-    (rule,) = cf.rules()
-    assert rule["configuration"] == {"target": "ip", "value": "45.155.205.233"}
-    assert (rule["notes"], rule["mode"]) == (change.notes, "block")

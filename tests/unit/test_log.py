@@ -7,27 +7,13 @@ variable while its stderr goes to a file or a pipe must print plain lines. Real 
 from __future__ import annotations
 
 import io
-import logging
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 import pytest
 
 from reconcile import log
-from tests.support.harness import RECONCILE
-
-
-@pytest.fixture(autouse=True)
-def restore_logger() -> Iterator[None]:
-    logger = logging.getLogger("reconcile")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def stream_id(fd: int) -> str:
@@ -101,30 +87,3 @@ def test_a_stream_without_a_descriptor_is_not_the_journal(monkeypatch: pytest.Mo
     buffer = io.StringIO()
     emit(buffer)
     assert buffer.getvalue() == "reconcile: synced 3 bans\nreconcile: warning: one warning\n"
-
-
-def run_command(tmp_path: Path, stderr_file: Path, journal_stream: str | None) -> str:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "CREDENTIALS_", "JOURNAL_"))
-    }
-    if journal_stream is not None:
-        env["JOURNAL_STREAM"] = journal_stream
-    with stderr_file.open("w") as stderr:
-        subprocess.run(
-            [str(RECONCILE), "--config", str(tmp_path / "absent.toml")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            timeout=60,
-            env=env,
-        )
-    return stderr_file.read_text()
-
-
-def test_command_with_an_inherited_journal_stream_and_stderr_to_a_file(tmp_path: Path) -> None:
-    """As `systemd-run ... sh -c 'reconcile 2>>file'` or a unit's ExecStart redirecting stderr: no <N>."""
-    out = tmp_path / "stderr.log"
-    expected = f"reconcile: error: {tmp_path / 'absent.toml'}: configuration file not found\n"
-    assert run_command(tmp_path, out, file_id(tmp_path / "journal")) == expected
-    # The control: the variable naming this very file (opened "w": same inode) makes it "the journal".
-    assert run_command(tmp_path, out, file_id(out)) == expected.replace("reconcile: error: ", "<3>")

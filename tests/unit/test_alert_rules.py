@@ -25,7 +25,7 @@ from reconcile.core.changes import Plan
 from reconcile.core.model import Fail2banState
 from tests.support.cf_emulator import ZONE_ID
 
-RULES = Path(__file__).resolve().parents[1] / "cron" / "reconcile.rules.yml"
+RULES = Path(__file__).resolve().parents[2] / "cron" / "reconcile.rules.yml"
 
 # PromQL words that look like names but are not metrics.
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
