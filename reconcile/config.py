@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import re
 import socket
-import stat
-import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from reconcile.config_file import read_toml
 from reconcile.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/fail2ban/cloudflare-reconcile.toml")
@@ -199,74 +197,18 @@ def _is_hostname(text: str) -> bool:
     return not all(label.isdigit() for label in labels) or _is_ip(text, 4)
 
 
-def refuse_writable_by_others(path: Path, st: os.stat_result, what: str) -> None:
-    """A file naming what root runs (or reads as a secret) must not be writable by anyone but its owner,
-    and its owner must be root or us (the owner can chmod it back): as ssh does with its files."""
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022:
-        raise ConfigError(
-            f"{path}: {what} has mode {mode:04o}, writable by group or others, and it decides what runs "
-            f"as root; refusing it. Fix: chmod go-w {path}"
-        )
-    if st.st_uid not in (0, os.geteuid()):
-        raise ConfigError(
-            f"{path}: {what} is owned by uid {st.st_uid}, who could change it; refusing it. "
-            f"Fix: chown root {path}"
-        )
-
-
 def load(path: Path | None = None) -> Config:
     """Load `path`, or the default path; a missing default file means all defaults (legacy-script users).
 
     Everything is checked here, before fail2ban is read: a bad file is exit 2 naming the file and key."""
     explicit = path is not None
     path = path or DEFAULT_PATH
-    raw = _read_config(path)
-    if raw is None:
+    data = read_toml(path)
+    if data is None:
         if explicit:
             raise ConfigError(f"{path}: configuration file not found")
-        return from_mapping({}, path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "TOML files must be UTF-8"
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = {}
     return from_mapping(data, path)
-
-
-def _read_config(path: Path) -> bytes | None:
-    """The file's bytes, None when it does not exist. Mode and type are checked on the open file itself,
-    so what is read is what was checked."""
-    try:
-        # O_NONBLOCK: a FIFO at the path must not hang the run in open(); it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied reading the configuration") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot open the configuration: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"{path}: is a directory; --config must name the configuration file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: not a regular file; --config must name the configuration file")
-        refuse_writable_by_others(path, st, "the configuration file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 def from_mapping(
