@@ -15,6 +15,7 @@ import threading
 import tomllib
 from dataclasses import Field
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile import config as config_mod
 from reconcile import metrics, run
 from reconcile.cloudflare import credentials
-from reconcile.config_keys import CloudflareSection, EnrichSection, RunSection, key_fields
+from reconcile.config_keys import CloudflareSection, EnrichSection, RunSection, key_fields, spec
 from reconcile.config_parse import parse_section
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.core.render import Stats
@@ -140,9 +141,39 @@ def test_example_documents_exactly_the_loader_keys_with_their_defaults() -> None
         for key, field in keys.items():
             raw, value = documented[section][key]
             assert loaded_default(section, key, value, example) == field.default, f"[{section}] {key} = {raw}"
+            bound = spec(field).max
+            if bound is not None:  # the comment block just above says it
+                index = lines.index(f"#{key} = {raw}", lines.index(f"[{section}]"))
+                above = " ".join(takewhile(lambda line: line.startswith("# "), reversed(lines[:index])))
+                assert f"at most {bound:,}" in above or f"at most {bound}" in above, f"[{section}] {key}"
     for index, line in enumerate(lines):
         if re.fullmatch(r"#\w+ = .+", line):  # one line on what it does, just above
             assert lines[index - 1].startswith("# ") and len(lines[index - 1]) > 12, line
+
+
+README_ROW = re.compile(r"\| `\[(\w+)\] (\w+)` \| `(.+?)` \| (.+) \|")
+
+
+def test_readme_documents_exactly_the_loader_keys_with_their_defaults_and_bounds() -> None:
+    """README's key table: one row per key, its default as the loader reads it, the field's one-line
+    meaning first, then its bound (with unit) when it has one."""
+    readme = REPO / "README.md"
+    rows: dict[tuple[str, str], tuple[str, str]] = {}
+    for line in readme.read_text().splitlines():
+        if line.startswith("| `["):
+            match = README_ROW.fullmatch(line)
+            assert match, f"not a key row: {line}"
+            section, key, raw, meaning = match.groups()
+            assert (section, key) not in rows, f"[{section}] {key} documented twice"
+            rows[section, key] = (raw, meaning)
+    assert set(rows) == {(section, key) for section in config_mod.SECTIONS for key in keys_of(section)}
+    for (section, key), (raw, meaning) in rows.items():
+        field = keys_of(section)[key]
+        value = tomllib.loads(f"v = {raw}")["v"]
+        assert loaded_default(section, key, value, readme) == field.default, f"[{section}] {key} = {raw}"
+        assert meaning.startswith(spec(field).doc), f"[{section}] {key}: {meaning}"
+        if spec(field).max is not None:
+            assert f"at most {spec(field).max:,} {spec(field).unit}" in meaning, f"[{section}] {key}"
 
 
 def test_example_loads_and_validates(tmp_path: Path) -> None:
