@@ -218,9 +218,9 @@ def _main(args: argparse.Namespace) -> int:
     options = Options(report=args.report, force=args.force)
     if args.report:
         return _finish(_execute(config, creds, options), args, config)
-    with lock.hold(config.lock_file) as held:
+    with lock.hold(config.run.lock_file) as held:
         if not held:
-            log.info("another run holds %s; nothing to do", config.lock_file)
+            log.info("another run holds %s; nothing to do", config.run.lock_file)
             return EXIT_OK
         outcome = _execute(config, creds, options)
         metrics.publish(outcome, config)
@@ -253,7 +253,7 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
                 outcome.stats,
                 unsafe=outcome.unsafe,
                 applied=outcome.applied,
-                host_id=config.host_id,
+                host_id=config.policy.host_id,
                 selection=shown,
                 names=outcome.names,
             )

@@ -72,7 +72,9 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     if plan is not None:
         over_capacity = sum(1 for c in plan.changes if c.reason == OVER_CAPACITY)
         rules = {(owner,): 0 for owner in OWNERS}
-        rules.update(Counter((c.owner.label(config.host_id),) for c in plan.changes if c.owner is not None))
+        rules.update(
+            Counter((c.owner.label(config.policy.host_id),) for c in plan.changes if c.owner is not None)
+        )
         planned = {(str(action),): count for action, count in plan.counts().items()}
         if outcome.applied is not None:
             applied = {(str(a), str(r)): outcome.applied.count(r, a) for a in WRITE_ORDER for r in Result}
@@ -84,7 +86,7 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             "reconcile_info",
             "Version and host id of the reconciler",
             ["version", "host"],
-            {(__version__, config.host_id): 1},
+            {(__version__, config.policy.host_id): 1},
         ),
         _gauge(
             "reconcile_last_run_timestamp_seconds", "When the last run ended (Unix time)", now.timestamp()
@@ -163,9 +165,9 @@ def write_textfile(path: Path, text: str) -> None:
 
 def publish(outcome: Outcome, config: Config, now: datetime | None = None) -> None:
     """Write the metrics file if one is configured; a failure to write is a warning, never the run's fate."""
-    if config.metrics_textfile is None:
+    if config.metrics.textfile is None:
         return
     try:
-        write_textfile(config.metrics_textfile, render(outcome, config, now or datetime.now(UTC)))
+        write_textfile(config.metrics.textfile, render(outcome, config, now or datetime.now(UTC)))
     except OSError as exc:
-        log.warning("metrics: cannot write %s: %s", config.metrics_textfile, exc.strerror or exc)
+        log.warning("metrics: cannot write %s: %s", config.metrics.textfile, exc.strerror or exc)

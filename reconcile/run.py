@@ -87,27 +87,27 @@ def exit_code(outcome: Outcome) -> int:
 def read_fail2ban(config: Config) -> Fail2banState:
     """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
     return fail2ban.read_state(
-        config.fail2ban_command,
-        config.jails,
-        config.fail2ban_timeout,
-        fail2ban.zone(config.fail2ban_timezone),
+        config.fail2ban.command,
+        config.fail2ban.jails,
+        config.fail2ban.timeout,
+        fail2ban.zone(config.fail2ban.timezone),
     )
 
 
 def scopes_of(config: Config) -> list[Scope]:
-    if config.account_id:
-        return [Scope("account", config.account_id)]
-    return [Scope("zone", zone) for zone in config.zone_ids]
+    if config.cloudflare.account_id:
+        return [Scope("account", config.cloudflare.account_id)]
+    return [Scope("zone", zone) for zone in config.cloudflare.zone_ids]
 
 
 def policy_of(config: Config) -> Policy:
     return Policy(
-        tag=config.tag,
-        host_id=config.host_id,
-        mode=config.mode,
-        allowlist=config.allowlist,
-        max_rule_age=config.max_rule_age,
-        cloudflare_ranges=ranges.ALL if config.skip_cloudflare_ranges else (),
+        tag=config.cloudflare.tag,
+        host_id=config.policy.host_id,
+        mode=config.cloudflare.mode,
+        allowlist=config.policy.allowlist,
+        max_rule_age=config.policy.max_rule_age,
+        cloudflare_ranges=ranges.ALL if config.policy.skip_cloudflare_ranges else (),
     )
 
 
@@ -129,39 +129,39 @@ def enrich(
     wanted = [c.ip for c in plan.writes() if c.ip is not None and c.lease is not None]
     found = asn.enrich(
         wanted,
-        host=config.whois_host,
-        port=config.whois_port,
-        timeout=min(config.enrich_timeout, pacer.remaining()),
-        cache_file=config.asn_cache_file,
-        ttl=config.asn_cache_ttl,
+        host=config.enrich.whois_server.host,
+        port=config.enrich.whois_server.port,
+        timeout=min(config.enrich.timeout, pacer.remaining()),
+        cache_file=config.enrich.cache_file,
+        ttl=config.enrich.cache_ttl,
         now=now,
     )
     if found.warning:
         log.warning("%s", found.warning)
     known = {ip: (info.asn, info.cc) for ip, info in found.infos.items() if info.asn is not None}
     names = {info.asn: info.name for info in found.infos.values() if info.asn and info.name}
-    return with_networks(plan, known, config.tag), found, names
+    return with_networks(plan, known, config.cloudflare.tag), found, names
 
 
 def make_client(config: Config, credentials: Credentials, pacer: Pacer, **options: Any) -> Client:
     """The client a run uses; `options` (sleep, per_page, session) are for tests."""
     return Client(
-        config.api_base_url,
+        config.cloudflare.api_base_url,
         credentials,
         pacer=pacer,
-        timeout=config.http_timeout,
-        retries=config.retries,
+        timeout=config.cloudflare.timeout,
+        retries=config.cloudflare.retries,
         **options,
     )
 
 
 def make_backend(config: Config, client: Client) -> Backend:
     """The backend `[cloudflare] backend` names, over the run's client (its transport)."""
-    if config.backend == "list":
+    if config.cloudflare.backend == "list":
         from reconcile.cloudflare.lists import ListBackend  # only the list backend's runs need it
 
         return ListBackend(client, config)
-    return RulesBackend(client, scopes_of(config), config.mode)
+    return RulesBackend(client, scopes_of(config), config.cloudflare.mode)
 
 
 def execute(
@@ -179,7 +179,9 @@ def execute(
     the seams tests use: an in-memory backend, a fail2ban state without a server."""
     started = time.monotonic()
     # Created first, so the run's time limit covers the fail2ban read too.
-    pacer = pacer or Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
+    pacer = pacer or Pacer(
+        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
+    )
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
     state = read(config)
     bans, invalid = merge(state.entries)
@@ -206,13 +208,13 @@ def execute(
             plan = backend.plan(bans, invalid, listings, policy_of(config), now)
             enrichment: Enrichment | None = None
             names: dict[str, str] = {}
-            if config.enrich_asn:
+            if config.enrich.asn:
                 plan, enrichment, names = enrich(config, plan, now, pacer)
             for change in plan.changes:
                 log.debug(
                     "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason
                 )
-            unsafe = tuple(unsafe_reasons(plan, config.max_expire_fraction))
+            unsafe = tuple(unsafe_reasons(plan, config.policy.max_expire_fraction))
             outcome = Outcome(
                 now, state, plan, unsafe=unsafe, forced=options.force, enrichment=enrichment, names=names
             )

@@ -69,26 +69,30 @@ class Credentials:
 def load(config: Config, environ: Mapping[str, str] | None = None) -> Credentials:
     env = os.environ if environ is None else environ
     token = _from_credentials_dir(env, TOKEN_CREDENTIAL)
-    if token is None and config.api_token_file is not None:
-        token = _from_file(config.api_token_file, "api_token_file", required=config.api_token_file_explicit)
+    if token is None and config.cloudflare.api_token_file is not None:
+        token = _from_file(
+            config.cloudflare.api_token_file,
+            "api_token_file",
+            required=config.cloudflare.api_token_file_explicit,
+        )
     if token is None:
         token = env.get("CLOUDFLARE_API_TOKEN", "").strip() or None
     if token is not None:
         return Credentials(token=token)
 
     key = _from_credentials_dir(env, KEY_CREDENTIAL)
-    if key is None and config.api_key_file is not None:
-        key = _from_file(config.api_key_file, "api_key_file", required=True)
+    if key is None and config.cloudflare.api_key_file is not None:
+        key = _from_file(config.cloudflare.api_key_file, "api_key_file", required=True)
     if key is None:
         key = env.get("CLOUDFLARE_API_KEY", "").strip() or None
-    email = config.api_email or env.get("CLOUDFLARE_EMAIL", "").strip()
+    email = config.cloudflare.api_email or env.get("CLOUDFLARE_EMAIL", "").strip()
     if key is not None:
         if not email:
             raise ConfigError(f"{config.path}: [cloudflare] api_email: required with a global API key")
         return Credentials(email=email, key=key)
     where = f"$CREDENTIALS_DIRECTORY/{TOKEN_CREDENTIAL}"
-    if config.api_token_file is not None:
-        where += f", {config.api_token_file}"
+    if config.cloudflare.api_token_file is not None:
+        where += f", {config.cloudflare.api_token_file}"
     raise ConfigError(
         f"{config.path}: [cloudflare] api_token_file: no Cloudflare API token found (looked in {where}, "
         "$CLOUDFLARE_API_TOKEN)"

@@ -114,7 +114,7 @@ class ListBackend:
         self.config = config
         self._sleep = sleep
         self._clock = clock
-        self._lists_path = f"/accounts/{quote(config.account_id, safe='')}/rules/lists"
+        self._lists_path = f"/accounts/{quote(config.cloudflare.account_id, safe='')}/rules/lists"
         self.list_id = ""
         self._listed = 0
         self._rules: tuple[Rule, ...] = ()
@@ -143,19 +143,25 @@ class ListBackend:
         rules, complete = self._items()
         self._rules, self._listed = tuple(rules), len(rules)
         listings = [RuleListing(self.scope, self._rules, complete)]
-        if self.config.waf_rule != "off":
+        if self.config.cloudflare.waf_rule != "off":
             self._unenforced = waf.enforce(
-                self.transport, self.config.zone_ids, self.config.list_name, self.config.mode, "check"
+                self.transport,
+                self.config.cloudflare.zone_ids,
+                self.config.cloudflare.list_name,
+                self.config.cloudflare.mode,
+                "check",
             )
             if not self._unenforced:
                 # The list blocks in every zone: the rules this host made there can go (see the class).
-                listings += [list_scope(self.transport, Scope("zone", z)) for z in self.config.zone_ids]
+                listings += [
+                    list_scope(self.transport, Scope("zone", z)) for z in self.config.cloudflare.zone_ids
+                ]
         return listings
 
     def existing(self) -> RuleListing | None:
         """The list's items as listings() reads them, or None without the list; creates nothing
         (for --check and --explain)."""
-        self.list_id = self._find(self.config.list_name)
+        self.list_id = self._find(self.config.cloudflare.list_name)
         if not self.list_id:
             return None
         rules, complete = self._items()
@@ -163,7 +169,7 @@ class ListBackend:
         return RuleListing(self.scope, self._rules, complete)
 
     def _find_or_create(self) -> str:
-        name = self.config.list_name
+        name = self.config.cloudflare.list_name
         found = self._find(name)
         if found:
             return found
@@ -213,7 +219,7 @@ class ListBackend:
                 result = document["result"]
                 if not isinstance(result, list):
                     raise CloudflareError("result is not a list of items", method="GET", path=shown)
-                rules += [item_rule(item, self.scope, self.config.mode, shown) for item in result]
+                rules += [item_rule(item, self.scope, self.config.cloudflare.mode, shown) for item in result]
             except (RateLimited, BudgetExhausted):
                 raise
             except CloudflareError as exc:
@@ -246,12 +252,12 @@ class ListBackend:
         plan = make_plan(grouped, invalid, ours, policy, now)
         plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
         plan = spare_allowlisted(plan, policy.allowlist)
-        fitted = fit_capacity(plan, self._listed, self.config.list_capacity, policy.host_id)
+        fitted = fit_capacity(plan, self._listed, self.config.cloudflare.list_capacity, policy.host_id)
         self._expiries_first = fitted.expiries_first
         retiring = [listing for listing in listings if listing.scope.kind != "list"]
         if not retiring:
             return fitted.plan
-        retired = retire(fitted.plan, bans, retiring, policy, now, self.config.max_expire_fraction)
+        retired = retire(fitted.plan, bans, retiring, policy, now, self.config.policy.max_expire_fraction)
         return Plan(
             fitted.plan.changes + retired.changes,
             {**fitted.plan.managed, **retired.managed},
@@ -270,7 +276,7 @@ class ListBackend:
             # The rules go only once the list holds what they blocked.
             left = tuple(Written(c, Result.PENDING) for c in rules.writes())
             return Applied(applied.outcomes + left, applied.stopped)
-        retired = apply(rules, self.transport, self.config.mode)
+        retired = apply(rules, self.transport, self.config.cloudflare.mode)
         return Applied(applied.outcomes + retired.outcomes, retired.stopped)
 
     def _apply_list(self, plan: Plan) -> Applied:
@@ -337,17 +343,17 @@ class ListBackend:
             delay = min(delay * 2, POLL_MAX)
 
     def enforcement(self) -> tuple[str, ...]:
-        if self.config.waf_rule == "off" or self._unenforced == ():
+        if self.config.cloudflare.waf_rule == "off" or self._unenforced == ():
             return ()  # not asked, or every zone enforced the list when the run began
-        if self.config.waf_rule == "check" and self._unenforced is not None:
+        if self.config.cloudflare.waf_rule == "check" and self._unenforced is not None:
             return self._unenforced
         try:
             return waf.enforce(
                 self.transport,
-                self.config.zone_ids,
-                self.config.list_name,
-                self.config.mode,
-                self.config.waf_rule,
+                self.config.cloudflare.zone_ids,
+                self.config.cloudflare.list_name,
+                self.config.cloudflare.mode,
+                self.config.cloudflare.waf_rule,
             )
         except ReconcileError as exc:  # a 429 or the budget: the rule is unknown, so not known to block
             return (f"WAF rule not checked: {exc}",)

@@ -76,11 +76,13 @@ def to_json(checks: list[Check]) -> str:
 
 
 def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]:
-    checks = [Check(Status.OK, "config", f"{config.path} loaded (host_id {config.host_id})")]
+    checks = [Check(Status.OK, "config", f"{config.path} loaded (host_id {config.policy.host_id})")]
     state, fail2ban_checks = _fail2ban(config)
     checks += fail2ban_checks
     checks += _paths(config)
-    pacer = Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
+    pacer = Pacer(
+        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
+    )
     with run_mod.make_client(config, creds, pacer) as client:
         checks += _cloudflare(config, creds, client, now)
     if state is not None:
@@ -94,10 +96,10 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
 def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
     try:
         state = fail2ban.read_state(
-            config.fail2ban_command,
-            config.jails,
-            config.fail2ban_timeout,
-            fail2ban.zone(config.fail2ban_timezone),
+            config.fail2ban.command,
+            config.fail2ban.jails,
+            config.fail2ban.timeout,
+            fail2ban.zone(config.fail2ban.timezone),
         )
     except ReconcileError as exc:
         return None, [Check(Status.FAIL, "fail2ban", str(exc), "start fail2ban, or fix [fail2ban] command")]
@@ -105,7 +107,7 @@ def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
     writers = []
     try:
         for jail in state.jails:
-            for action in fail2ban.read_actions(config.fail2ban_command, jail, config.fail2ban_timeout):
+            for action in fail2ban.read_actions(config.fail2ban.command, jail, config.fail2ban.timeout):
                 texts = [t for t in (action.actionban, action.actionunban) if t]
                 if any(CLOUDFLARE_API in t for t in texts):
                     writers.append(f"jail {jail}, action {action.name}")
@@ -149,11 +151,11 @@ def _writable_dir(path: Path) -> str | None:
 
 
 def _paths(config: Config) -> list[Check]:
-    wanted: list[tuple[str, Path, str]] = [("lock", config.lock_file, "[run] lock_file")]
-    if config.metrics_textfile is not None:
-        wanted.append(("metrics", config.metrics_textfile, "[metrics] textfile"))
-    if config.enrich_asn:
-        wanted.append(("ASN cache", config.asn_cache_file, "[enrich] cache_file"))
+    wanted: list[tuple[str, Path, str]] = [("lock", config.run.lock_file, "[run] lock_file")]
+    if config.metrics.textfile is not None:
+        wanted.append(("metrics", config.metrics.textfile, "[metrics] textfile"))
+    if config.enrich.asn:
+        wanted.append(("ASN cache", config.enrich.cache_file, "[enrich] cache_file"))
     checks = []
     for name, path, key in wanted:
         problem = lock.location_problem(path) if key == "[run] lock_file" else _writable_dir(path)
@@ -171,9 +173,9 @@ def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetim
     checks = [_token(creds, client, now)]
     if checks[0].status is Status.FAIL:
         return checks
-    if config.backend == "list":
+    if config.cloudflare.backend == "list":
         checks.append(_attempt("IP list", partial(_list, client, config)))
-        if config.waf_rule != "off":
+        if config.cloudflare.waf_rule != "off":
             checks += _waf(client, config)
     else:
         for scope in run_mod.scopes_of(config):
@@ -238,15 +240,15 @@ def _scope(client: Client, scope: Scope) -> Check:
 
 def _list(client: Client, config: Config) -> Check:
     listing = ListBackend(client, config).existing()
-    name = config.list_name
+    name = config.cloudflare.list_name
     if listing is None:
         return Check(
             Status.WARN,
             "IP list",
-            f"account {config.account_id} has no list {name!r} yet",
+            f"account {config.cloudflare.account_id} has no list {name!r} yet",
             "nothing to do: the first run creates it",
         )
-    count, capacity = len(listing.rules), config.list_capacity
+    count, capacity = len(listing.rules), config.cloudflare.list_capacity
     found = f"list {name!r}: {count} items readable, room for {capacity}"
     if not listing.complete:
         return Check(Status.WARN, "IP list", found + " (listing incomplete)")
@@ -259,9 +261,9 @@ def _list(client: Client, config: Config) -> Check:
 
 def _waf(client: Client, config: Config) -> list[Check]:
     checks = []
-    rule = f"(ip.src in ${config.list_name}), action {config.mode}"
-    for zone in config.zone_ids:
-        problems = waf.enforce(client, (zone,), config.list_name, config.mode, "check")
+    rule = f"(ip.src in ${config.cloudflare.list_name}), action {config.cloudflare.mode}"
+    for zone in config.cloudflare.zone_ids:
+        problems = waf.enforce(client, (zone,), config.cloudflare.list_name, config.cloudflare.mode, "check")
         if problems:
             todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
             checks.append(Check(Status.FAIL, "WAF rule", "; ".join(problems), todo))

@@ -61,9 +61,11 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
     except ReconcileError as exc:
         problems.append(f"fail2ban: {exc}")
     listings: list[RuleListing] = []
-    pacer = Pacer(config.requests_per_minute, config.max_requests_per_run, config.max_seconds)
+    pacer = Pacer(
+        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
+    )
     with run_mod.make_client(config, creds, pacer) as client:
-        backend = ListBackend(client, config) if config.backend == "list" else None
+        backend = ListBackend(client, config) if config.cloudflare.backend == "list" else None
         try:
             if backend is not None:
                 # The list is read whole (its API has no value filter); only what covers `ip` is shown.
@@ -78,7 +80,7 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
     covering = []
     for listing in listings:
         for rule in listing.rules:
-            note = parse_note(rule.notes, config.tag)
+            note = parse_note(rule.notes, config.cloudflare.tag)
             until = None
             if note is not None and note.hosts:
                 until = format_time(note.until) if note.until else "permanent"
@@ -113,10 +115,10 @@ def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
     found = []
     if is_built_in_allowlisted(ip):
         found.append("not a global unicast address: never blocked (built-in allowlist)")
-    elif is_allowlisted(ip, config.allowlist):
+    elif is_allowlisted(ip, config.policy.allowlist):
         found.append("in [policy] allowlist: never blocked")
     if ranges.is_cloudflare(ip):
-        skipped = "skipped" if config.skip_cloudflare_ranges else "pushed all the same"
+        skipped = "skipped" if config.policy.skip_cloudflare_ranges else "pushed all the same"
         found.append(f"one of Cloudflare's own addresses (ranges of {ranges.PUBLISHED}): {skipped}")
     if ranges.is_misconfiguration(ip):
         found.append(

@@ -149,12 +149,12 @@ def _steady_seed(h: Harness, new: set[str], gone: list[str]) -> list[tuple[str, 
     """The zone a previous run left: every banned IP but `new` has its up-to-date rule; `gone` have rules
     (this host's live leases) though fail2ban no longer bans them. Notes are what a run would write."""
     config = config_mod.load(h.config())
-    state = fail2ban.read_state(config.fail2ban_command, config.jails, config.fail2ban_timeout)
+    state = fail2ban.read_state(config.fail2ban.command, config.fail2ban.jails, config.fail2ban.timeout)
     bans, _ = merge(state.entries)
     now = datetime.now(UTC)
     plan = make_plan(bans, [], [RuleListing(Scope("zone", ZONE_ID), ())], policy_of(config), now)
     seed = [("ip", c.value, c.notes) for c in plan.changes if c.action is Action.ADD and c.value not in new]
-    lease = Lease(("sshd",), (config.host_id,), now - timedelta(minutes=5), now + timedelta(hours=1))
+    lease = Lease(("sshd",), (config.policy.host_id,), now - timedelta(minutes=5), now + timedelta(hours=1))
     notes = format_note(TAG, lease) or ""
     return seed + [("ip", ip, notes) for ip in gone]
 

@@ -604,8 +604,8 @@ def test_metrics_of_a_real_run(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path)
     assert outcome.exit_code == EXIT_OK
 
     metrics.publish(outcome, config, now)
-    assert config.metrics_textfile is not None
-    got = families_of(config.metrics_textfile.read_text())
+    assert config.metrics.textfile is not None
+    got = families_of(config.metrics.textfile.read_text())
     assert got["reconcile_last_run_timestamp_seconds"] == {(): now.timestamp()}
     assert got["reconcile_last_run_success"] == {(): 1} and got["reconcile_last_run_exit_code"] == {(): 0}
     assert 0 < got["reconcile_last_run_duration_seconds"][()] < 60

@@ -121,7 +121,12 @@ def load(tmp_path: Path, **cloudflare: object) -> Config:
 
 def test_backend_defaults(tmp_path: Path) -> None:
     cfg = load(tmp_path, zone_ids=[ZONE])
-    assert (cfg.backend, cfg.list_name, cfg.list_capacity, cfg.waf_rule) == (
+    assert (
+        cfg.cloudflare.backend,
+        cfg.cloudflare.list_name,
+        cfg.cloudflare.list_capacity,
+        cfg.cloudflare.waf_rule,
+    ) == (
         "rules",
         "fail2ban",
         10000,
@@ -131,9 +136,13 @@ def test_backend_defaults(tmp_path: Path) -> None:
 
 def test_the_list_backend_takes_account_id_and_zone_ids_together(tmp_path: Path) -> None:
     cfg = load(tmp_path, backend="list", account_id=ACCOUNT, zone_ids=[ZONE], list_capacity=50)
-    assert (cfg.account_id, cfg.zone_ids, cfg.list_capacity) == (ACCOUNT, (ZONE,), 50)
+    assert (cfg.cloudflare.account_id, cfg.cloudflare.zone_ids, cfg.cloudflare.list_capacity) == (
+        ACCOUNT,
+        (ZONE,),
+        50,
+    )
     off = load(tmp_path, backend="list", account_id=ACCOUNT, waf_rule="off")
-    assert off.zone_ids == ()
+    assert off.cloudflare.zone_ids == ()
 
 
 @pytest.mark.parametrize(

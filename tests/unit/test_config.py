@@ -1,6 +1,7 @@
 """Configuration and credentials: good files load, every bad one names its file and key (exit 2)."""
 
 import os
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,13 +23,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_minimal_file_and_defaults(tmp_path):
     cfg = config.load(write(tmp_path, f'[cloudflare]\nzone_ids = ["{ZONE}"]\n'))
-    assert cfg.zone_ids == (ZONE,)
-    assert cfg.fail2ban_command == ("fail2ban-client",)
-    assert cfg.tag == "Blocked by fail2ban" and cfg.mode == "block"
-    assert cfg.max_requests_per_run == 600 and cfg.requests_per_minute == 200
-    assert cfg.max_expire_fraction == 0.3 and cfg.max_rule_age is None
-    assert cfg.host_id  # the hostname
-    assert cfg.api_token_file == Path("/etc/cloudflare/API_TOKEN") and not cfg.api_token_file_explicit
+    assert cfg.cloudflare.zone_ids == (ZONE,)
+    assert cfg.fail2ban.command == ("fail2ban-client",)
+    assert cfg.cloudflare.tag == "Blocked by fail2ban" and cfg.cloudflare.mode == "block"
+    assert cfg.cloudflare.max_requests_per_run == 600 and cfg.cloudflare.requests_per_minute == 200
+    assert cfg.policy.max_expire_fraction == 0.3 and cfg.policy.max_rule_age is None
+    assert cfg.policy.host_id  # the hostname
+    assert (
+        cfg.cloudflare.api_token_file == Path("/etc/cloudflare/API_TOKEN")
+        and not cfg.cloudflare.api_token_file_explicit
+    )
 
 
 def test_full_file(tmp_path):
@@ -59,12 +63,12 @@ textfile = "{tmp_path}/reconcile.prom"
 """,
         )
     )
-    assert cfg.account_id == ACCOUNT and cfg.zone_ids == ()
-    assert cfg.jails == ("sshd", "recidive") and cfg.fail2ban_timeout == 5
-    assert cfg.max_rule_age == timedelta(days=7)
-    assert [str(n) for n in cfg.allowlist] == ["198.18.0.0/15", "2a01:4f8::/32", "45.155.205.7/32"]
-    assert cfg.host_id == "web-1.example" and cfg.mode == "managed_challenge"
-    assert cfg.metrics_textfile == tmp_path / "reconcile.prom"
+    assert cfg.cloudflare.account_id == ACCOUNT and cfg.cloudflare.zone_ids == ()
+    assert cfg.fail2ban.jails == ("sshd", "recidive") and cfg.fail2ban.timeout == 5
+    assert cfg.policy.max_rule_age == timedelta(days=7)
+    assert [str(n) for n in cfg.policy.allowlist] == ["198.18.0.0/15", "2a01:4f8::/32", "45.155.205.7/32"]
+    assert cfg.policy.host_id == "web-1.example" and cfg.cloudflare.mode == "managed_challenge"
+    assert cfg.metrics.textfile == tmp_path / "reconcile.prom"
 
 
 @pytest.mark.parametrize(
@@ -126,16 +130,23 @@ def test_explicit_missing_file_is_an_error_but_missing_default_means_defaults(tm
     zone_file = tmp_path / "ZONE_ID"
     zone_file.write_text(f"{ZONE}\n")
     monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
-    monkeypatch.setitem(config.DEFAULTS["cloudflare"], "zone_id_file", str(zone_file))
+    read: list[Path] = []
+
+    def read_zone_id_file(path: Path) -> str:  # the default zone_id_file, redirected to zone_file
+        read.append(path)
+        return Path(zone_file).read_text()
+
+    monkeypatch.setattr(config, "read_zone_id_file", read_zone_id_file)
     cfg = config.load(None)  # the legacy scripts' users: no config file, zone from /etc/cloudflare/ZONE_ID
-    assert cfg.zone_ids == (ZONE,)
+    assert read == [Path("/etc/cloudflare/ZONE_ID")]
+    assert cfg.cloudflare.zone_ids == (ZONE,)
 
 
 def test_zone_id_file_is_read_when_no_zone_ids(tmp_path):
     zone_file = tmp_path / "ZONE_ID"
     zone_file.write_text(f"{ZONE}\n")
     cfg = config.load(write(tmp_path, f'[cloudflare]\nzone_id_file = "{zone_file}"\n'))
-    assert cfg.zone_ids == (ZONE,)
+    assert cfg.cloudflare.zone_ids == (ZONE,)
 
 
 # --- credentials ---------------------------------------------------------------------------------------
@@ -168,9 +179,10 @@ def test_token_order_credentials_dir_then_file_then_env(tmp_path):
         credentials.load(cfg_default, {"CLOUDFLARE_API_TOKEN": "from-env"})
 
 
-def test_default_token_file_absent_falls_back_to_env(tmp_path, monkeypatch):
-    monkeypatch.setitem(config.DEFAULTS["cloudflare"], "api_token_file", str(tmp_path / "absent"))
-    assert credentials.load(cfg_with(tmp_path), {"CLOUDFLARE_API_TOKEN": "from-env"}).token == "from-env"
+def test_default_token_file_absent_falls_back_to_env(tmp_path):
+    cfg = cfg_with(tmp_path)  # api_token_file not set: the default, which need not exist
+    cfg = replace(cfg, cloudflare=replace(cfg.cloudflare, api_token_file=tmp_path / "absent"))
+    assert credentials.load(cfg, {"CLOUDFLARE_API_TOKEN": "from-env"}).token == "from-env"
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
@@ -254,13 +266,13 @@ def test_values_at_the_bound_are_accepted(tmp_path, section, key, bound):
     limit = bound.split()[2]
     cfg = config.load(write(tmp_path, with_key(section, key, limit)))
     assert float(limit) in {
-        cfg.fail2ban_timeout,
-        cfg.http_timeout,
-        cfg.enrich_timeout,
-        cfg.max_seconds,
-        cfg.requests_per_minute,
-        cfg.max_requests_per_run,
-        cfg.retries,
+        cfg.fail2ban.timeout,
+        cfg.cloudflare.timeout,
+        cfg.enrich.timeout,
+        cfg.run.max_seconds,
+        cfg.cloudflare.requests_per_minute,
+        cfg.cloudflare.max_requests_per_run,
+        cfg.cloudflare.retries,
     }
 
 
@@ -294,7 +306,7 @@ def test_more_bad_values_name_file_and_key(tmp_path, text, names):
 
 def test_max_rule_age_up_to_ten_years(tmp_path):
     cfg = config.load(write(tmp_path, f'{BASE}[policy]\nmax_rule_age = "520w"\n'))
-    assert cfg.max_rule_age == timedelta(weeks=520)
+    assert cfg.policy.max_rule_age == timedelta(weeks=520)
 
 
 def test_config_path_that_is_a_directory(tmp_path):
@@ -347,7 +359,7 @@ def test_config_file_writable_by_group_or_others_is_refused(tmp_path, mode):
 def test_config_file_only_its_owner_can_write_is_accepted(tmp_path, mode):
     path = write(tmp_path, BASE)
     path.chmod(mode)
-    assert config.load(path).zone_ids == (ZONE,)
+    assert config.load(path).cloudflare.zone_ids == (ZONE,)
 
 
 def test_config_file_of_another_user_is_refused(tmp_path):
@@ -363,7 +375,7 @@ def test_a_symlinked_config_is_judged_by_its_target(tmp_path):
     target = write(tmp_path, BASE)
     link = tmp_path / "link.toml"
     link.symlink_to(target)
-    assert config.load(link).zone_ids == (ZONE,)
+    assert config.load(link).cloudflare.zone_ids == (ZONE,)
     target.chmod(0o666)
     with pytest.raises(ConfigError, match="mode 0666"):
         config.load(link)
@@ -374,13 +386,13 @@ def test_a_symlinked_config_is_judged_by_its_target(tmp_path):
 
 def test_new_keys_defaults(tmp_path):
     cfg = config.load(write(tmp_path, BASE))
-    assert cfg.skip_cloudflare_ranges is True
-    assert cfg.enrich_asn is False
-    assert (cfg.whois_host, cfg.whois_port) == ("whois.cymru.com", 43)
-    assert cfg.enrich_timeout == 10.0
-    assert cfg.asn_cache_file == Path("/var/cache/reconcile/asn.json")
-    assert cfg.asn_cache_ttl == timedelta(days=7)
-    assert cfg.lock_file == Path("/run/reconcile/lock")
+    assert cfg.policy.skip_cloudflare_ranges is True
+    assert cfg.enrich.asn is False
+    assert (cfg.enrich.whois_server.host, cfg.enrich.whois_server.port) == ("whois.cymru.com", 43)
+    assert cfg.enrich.timeout == 10.0
+    assert cfg.enrich.cache_file == Path("/var/cache/reconcile/asn.json")
+    assert cfg.enrich.cache_ttl == timedelta(days=7)
+    assert cfg.run.lock_file == Path("/run/reconcile/lock")
 
 
 def test_new_keys_set(tmp_path):
@@ -398,11 +410,11 @@ cache_ttl = "12h"
 """,
         )
     )
-    assert cfg.skip_cloudflare_ranges is False and cfg.enrich_asn is True
-    assert (cfg.whois_host, cfg.whois_port) == ("127.0.0.1", 4343)
-    assert cfg.enrich_timeout == 2.5
-    assert cfg.asn_cache_file == tmp_path / "asn.json"
-    assert cfg.asn_cache_ttl == timedelta(hours=12)
+    assert cfg.policy.skip_cloudflare_ranges is False and cfg.enrich.asn is True
+    assert (cfg.enrich.whois_server.host, cfg.enrich.whois_server.port) == ("127.0.0.1", 4343)
+    assert cfg.enrich.timeout == 2.5
+    assert cfg.enrich.cache_file == tmp_path / "asn.json"
+    assert cfg.enrich.cache_ttl == timedelta(hours=12)
 
 
 @pytest.mark.parametrize(
@@ -421,7 +433,7 @@ cache_ttl = "12h"
 )
 def test_whois_server_forms(tmp_path, server, host, port):
     cfg = config.load(write(tmp_path, f'{BASE}[enrich]\nwhois_server = "{server}"\n'))
-    assert (cfg.whois_host, cfg.whois_port) == (host, port)
+    assert (cfg.enrich.whois_server.host, cfg.enrich.whois_server.port) == (host, port)
 
 
 @pytest.mark.parametrize(

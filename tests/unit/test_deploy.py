@@ -13,7 +13,9 @@ import re
 import stat
 import threading
 import tomllib
+from dataclasses import Field
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile import config as config_mod
 from reconcile import metrics, run
 from reconcile.cloudflare import credentials
+from reconcile.config_keys import CloudflareSection, EnrichSection, RunSection, key_fields, spec
+from reconcile.config_parse import parse_section
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.core.render import Stats
 from reconcile.errors import Fail2banError
@@ -85,23 +89,21 @@ def test_service_matches_the_code() -> None:
     assert service["ExecStart"] == [COMMAND]
     assert "User" not in service and "DynamicUser" not in service  # root: fail2ban's socket is root-only
     assert service["LoadCredential"] == [
-        f"{credentials.TOKEN_CREDENTIAL}:{config_mod.DEFAULTS['cloudflare']['api_token_file']}"
+        f"{credentials.TOKEN_CREDENTIAL}:{CloudflareSection().api_token_file}"
     ]
     writable = {path.lstrip("-") for value in service["ReadWritePaths"] for path in value.split()}
     assert "/var/lib/node_exporter" in writable
     assert "/run/lock" not in writable  # world-writable (1777): any user could hold the lock (issue 7)
     # The lock's directory is the unit's RuntimeDirectory, root-only, kept between runs (a cron-started run
     # may hold the lock inside while the service stops); the ASN cache's is its CacheDirectory.
-    lock_dir = Path(config_mod.DEFAULTS["run"]["lock_file"]).parent
+    lock_dir = RunSection().lock_file.parent
     assert lock_dir == Path("/run") / service["RuntimeDirectory"][0]
     assert service["RuntimeDirectoryMode"] == ["0700"] and service["RuntimeDirectoryPreserve"] == ["yes"]
-    cache_dir = Path(config_mod.DEFAULTS["enrich"]["cache_file"]).parent
+    cache_dir = EnrichSection().cache_file.parent
     assert cache_dir == Path("/var/cache") / service["CacheDirectory"][0]
     assert service["CacheDirectoryMode"] == ["0700"]
     timeout = int(service["TimeoutStartSec"][0])
-    assert (
-        config_mod.DEFAULTS["run"]["max_seconds"] < timeout <= 2 * config_mod.DEFAULTS["run"]["max_seconds"]
-    )
+    assert RunSection().max_seconds < timeout <= 2 * RunSection().max_seconds
     assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert service["CapabilityBoundingSet"] == [""]
     for key in ("NoNewPrivileges", "PrivateTmp", "MemoryDenyWriteExecute", "LockPersonality"):
@@ -117,28 +119,70 @@ def test_service_matches_the_code() -> None:
 # ----------------------------------------------------------------------------------------- config
 
 
+def loaded_default(section: str, key: str, value: Any, source: Path) -> Any:
+    """A documented default as the loader reads it (its own parser and check), to compare with the field's."""
+    cls = config_mod.SECTIONS[section]
+    return getattr(parse_section(cls, {key: value}, source, section), key)
+
+
+def keys_of(section: str) -> dict[str, Field[Any]]:
+    return {f.name: f for f in key_fields(config_mod.SECTIONS[section])}
+
+
 def test_example_documents_exactly_the_loader_keys_with_their_defaults() -> None:
-    text = (CRON / "cloudflare-reconcile.toml.example").read_text()
+    example = CRON / "cloudflare-reconcile.toml.example"
+    text = example.read_text()
     documented = example_settings(text)
-    assert set(documented) == set(config_mod.DEFAULTS)
-    for section, keys in config_mod.DEFAULTS.items():
-        assert set(documented[section]) == set(keys), section  # both directions
-        for key, default in keys.items():
-            raw, value = documented[section][key]
-            assert value == default and type(value) in (type(default), int), f"[{section}] {key} = {raw}"
+    assert set(documented) == set(config_mod.SECTIONS)
     lines = text.splitlines()
+    for section in config_mod.SECTIONS:
+        keys = keys_of(section)
+        assert set(documented[section]) == set(keys), section  # both directions
+        for key, field in keys.items():
+            raw, value = documented[section][key]
+            assert loaded_default(section, key, value, example) == field.default, f"[{section}] {key} = {raw}"
+            bound = spec(field).max
+            if bound is not None:  # the comment block just above says it
+                index = lines.index(f"#{key} = {raw}", lines.index(f"[{section}]"))
+                above = " ".join(takewhile(lambda line: line.startswith("# "), reversed(lines[:index])))
+                assert f"at most {bound:,}" in above or f"at most {bound}" in above, f"[{section}] {key}"
     for index, line in enumerate(lines):
         if re.fullmatch(r"#\w+ = .+", line):  # one line on what it does, just above
             assert lines[index - 1].startswith("# ") and len(lines[index - 1]) > 12, line
+
+
+README_ROW = re.compile(r"\| `\[(\w+)\] (\w+)` \| `(.+?)` \| (.+) \|")
+
+
+def test_readme_documents_exactly_the_loader_keys_with_their_defaults_and_bounds() -> None:
+    """README's key table: one row per key, its default as the loader reads it, the field's one-line
+    meaning first, then its bound (with unit) when it has one."""
+    readme = REPO / "README.md"
+    rows: dict[tuple[str, str], tuple[str, str]] = {}
+    for line in readme.read_text().splitlines():
+        if line.startswith("| `["):
+            match = README_ROW.fullmatch(line)
+            assert match, f"not a key row: {line}"
+            section, key, raw, meaning = match.groups()
+            assert (section, key) not in rows, f"[{section}] {key} documented twice"
+            rows[section, key] = (raw, meaning)
+    assert set(rows) == {(section, key) for section in config_mod.SECTIONS for key in keys_of(section)}
+    for (section, key), (raw, meaning) in rows.items():
+        field = keys_of(section)[key]
+        value = tomllib.loads(f"v = {raw}")["v"]
+        assert loaded_default(section, key, value, readme) == field.default, f"[{section}] {key} = {raw}"
+        assert meaning.startswith(spec(field).doc), f"[{section}] {key}: {meaning}"
+        if spec(field).max is not None:
+            assert f"at most {spec(field).max:,} {spec(field).unit}" in meaning, f"[{section}] {key}"
 
 
 def test_example_loads_and_validates(tmp_path: Path) -> None:
     shipped = CRON / "cloudflare-reconcile.toml.example"
     # As shipped: all commented out, so all defaults; the zone then comes from zone_id_file.
     data = tomllib.loads(shipped.read_text())
-    assert data == {section: {} for section in config_mod.DEFAULTS}
+    assert data == {section: {} for section in config_mod.SECTIONS}
     config = config_mod.from_mapping(data, shipped, zone_id_reader=lambda path: ZONE_ID + "\n")
-    assert config.zone_ids == (ZONE_ID,) and config.tag == "Blocked by fail2ban"
+    assert config.cloudflare.zone_ids == (ZONE_ID,) and config.cloudflare.tag == "Blocked by fail2ban"
     # Every default made active, through the real loader (file, TOML, validation).
     zone_file = tmp_path / "ZONE_ID"
     zone_file.write_text(ZONE_ID + "\n")
@@ -146,13 +190,17 @@ def test_example_loads_and_validates(tmp_path: Path) -> None:
     path = tmp_path / "cloudflare-reconcile.toml"
     path.write_text(active)
     loaded = config_mod.load(path)
-    assert loaded.zone_ids == (ZONE_ID,)
-    assert loaded.max_seconds == 100 and loaded.metrics_textfile is None
-    assert loaded.lock_file == Path("/run/reconcile/lock")
-    assert loaded.skip_cloudflare_ranges is True and loaded.enrich_asn is False
-    assert (loaded.whois_host, loaded.whois_port, loaded.enrich_timeout) == ("whois.cymru.com", 43, 10)
-    assert loaded.asn_cache_file == Path("/var/cache/reconcile/asn.json")
-    assert loaded.asn_cache_ttl == timedelta(days=7)
+    assert loaded.cloudflare.zone_ids == (ZONE_ID,)
+    assert loaded.run.max_seconds == 100 and loaded.metrics.textfile is None
+    assert loaded.run.lock_file == Path("/run/reconcile/lock")
+    assert loaded.policy.skip_cloudflare_ranges is True and loaded.enrich.asn is False
+    assert (loaded.enrich.whois_server.host, loaded.enrich.whois_server.port, loaded.enrich.timeout) == (
+        "whois.cymru.com",
+        43,
+        10,
+    )
+    assert loaded.enrich.cache_file == Path("/var/cache/reconcile/asn.json")
+    assert loaded.enrich.cache_ttl == timedelta(days=7)
 
 
 # ----------------------------------------------------------------------------------------- fail2ban
