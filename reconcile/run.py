@@ -90,7 +90,7 @@ def read_fail2ban(config: Config) -> Fail2banState:
         config.fail2ban_command,
         config.jails,
         config.fail2ban_timeout,
-        fail2ban.zone(config.fail2ban_timezone),
+        fail2ban.timezone(config.fail2ban_timezone),
     )
 
 

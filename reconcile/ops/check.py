@@ -97,7 +97,7 @@ def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
             config.fail2ban_command,
             config.jails,
             config.fail2ban_timeout,
-            fail2ban.zone(config.fail2ban_timezone),
+            fail2ban.timezone(config.fail2ban_timezone),
         )
     except ReconcileError as exc:
         return None, [Check(Status.FAIL, "fail2ban", str(exc), "start fail2ban, or fix [fail2ban] command")]
