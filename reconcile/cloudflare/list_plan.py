@@ -24,6 +24,15 @@ def item_network(ip: IPAddress) -> Network:
     return ipaddress.IPv6Network(f"{ip}/{IPV6_PREFIX}", strict=False)
 
 
+def item_covers(item: Rule, ip: IPAddress) -> bool:
+    """A list item (read as a rule: an address, an IPv6 /64 as `ip6`, or a range) blocks `ip`."""
+    value = f"{item.value}/{IPV6_PREFIX}" if item.target == "ip6" else item.value
+    try:
+        return ip in ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        return False
+
+
 def group_bans(bans: Sequence[Ban], allowlist: Sequence[Network] = ()) -> tuple[list[Ban], set[IPAddress]]:
     """IPv6 bans merged per /64 (keyed by the network address), and the set of those keys.
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil import tz as dateutil_tz
 
+from reconcile.config import Config
 from reconcile.core.collector import collector_paused
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.errors import Fail2banError
@@ -36,6 +37,16 @@ RESTORE_POLL = 0.25
 def timezone(name: str) -> tzinfo:
     """`[fail2ban] timezone`: an IANA time zone, or "" for this machine's."""
     return ZoneInfo(name) if name else dateutil_tz.tzlocal()
+
+
+def read_configured(config: Config) -> Fail2banState:
+    """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
+    return read_state(
+        config.fail2ban_command,
+        config.jails,
+        config.fail2ban_timeout,
+        timezone(config.fail2ban_timezone),
+    )
 
 
 def read_state(
