@@ -165,12 +165,17 @@ def _cloudflare(creds: Credentials, client: Client, backend: Backend, now: datet
     checks = [_token(creds, client, now)]
     if checks[0].status is Status.FAIL:
         return checks
-    checks += [_found(found) for found in backend.existing()]
-    checks += [_waf(zone) for zone in backend.enforcement_status()]
+    checks += _backend_checks(backend)
     checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
     # Last: by now some answer carried a Date header, whatever the credentials.
     checks.insert(1, _skew(client, now))
     return checks
+
+
+def _backend_checks(backend: Backend) -> list[Check]:
+    """What the backend finds, in order: each scope's rules, or the list, then each zone's WAF rule."""
+    found = [_found(found) for found in backend.existing()]
+    return found + [_waf(zone) for zone in backend.enforcement_status()]
 
 
 def _attempt(name: str, check: Callable[[], Check]) -> Check:
