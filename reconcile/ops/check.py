@@ -174,8 +174,8 @@ def _cloudflare(creds: Credentials, client: Client, backend: Backend, now: datet
 
 def _backend_checks(backend: Backend) -> list[Check]:
     """What the backend finds, in order: each scope's rules, or the list, then each zone's WAF rule."""
-    found = [_found(found) for found in backend.existing()]
-    return found + [_waf(zone) for zone in backend.enforcement_status()]
+    checks = [_found(found) for found in backend.existing()]
+    return checks + [_waf(status) for status in backend.enforcement_status()]
 
 
 def _attempt(name: str, check: Callable[[], Check]) -> Check:
@@ -238,37 +238,34 @@ def _scope(found: ScopeFound) -> Check:
     return Check(status, f"{scope.kind} rules", f"{scope.id}: {len(listing.rules)} rules readable{state}")
 
 
-def _list(found: ListFound) -> Check:
-    listing, name = found.listing, found.name
-    if found.error:
-        return _unreadable("IP list", found.error)
+def _list(listed: ListFound) -> Check:
+    listing, name = listed.listing, listed.name
+    if listed.error:
+        return _unreadable("IP list", listed.error)
     if listing is None:
         return Check(
             Status.WARN,
             "IP list",
-            f"account {found.account_id} has no list {name!r} yet",
+            f"account {listed.account_id} has no list {name!r} yet",
             "nothing to do: the first run creates it",
         )
-    count, capacity = len(listing.rules), found.capacity
-    found_text = f"list {name!r}: {count} items readable, room for {capacity}"
+    count, capacity = len(listing.rules), listed.capacity
+    found = f"list {name!r}: {count} items readable, room for {capacity}"
     if not listing.complete:
-        return Check(Status.WARN, "IP list", found_text + " (listing incomplete)")
+        return Check(Status.WARN, "IP list", found + " (listing incomplete)")
     if count >= capacity:
         return Check(
-            Status.WARN,
-            "IP list",
-            found_text + ": full",
-            "raise [cloudflare] list_capacity if the plan allows",
+            Status.WARN, "IP list", found + ": full", "raise [cloudflare] list_capacity if the plan allows"
         )
-    return Check(Status.OK, "IP list", found_text)
+    return Check(Status.OK, "IP list", found)
 
 
-def _waf(zone: ZoneEnforcement) -> Check:
-    if zone.problems:
+def _waf(status: ZoneEnforcement) -> Check:
+    if status.problems:
         todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
-        return Check(Status.FAIL, "WAF rule", "; ".join(zone.problems), todo)
-    rule = f"(ip.src in ${zone.list_name}), action {zone.mode}"
-    return Check(Status.OK, "WAF rule", f"zone {zone.zone} enforces the list: {rule}")
+        return Check(Status.FAIL, "WAF rule", "; ".join(status.problems), todo)
+    rule = f"(ip.src in ${status.list_name}), action {status.mode}"
+    return Check(Status.OK, "WAF rule", f"zone {status.zone} enforces the list: {rule}")
 
 
 def _ranges(client: Client) -> Check:
