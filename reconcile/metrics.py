@@ -18,10 +18,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from reconcile import __version__
 from reconcile.atomic import write_atomically
-from reconcile.cloudflare.list_plan import OVER_CAPACITY
 from reconcile.config import Config
 from reconcile.core.applied import Result
-from reconcile.core.changes import WRITE_ORDER
+from reconcile.core.changes import WRITE_ORDER, Capacity
 from reconcile.run import Outcome
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
     over_capacity = 0
     plan = outcome.plan
     if plan is not None:
-        over_capacity = sum(1 for c in plan.changes if c.reason == OVER_CAPACITY)
+        over_capacity = sum(1 for c in plan.changes if c.capacity is Capacity.OVER)
         rules = {(owner,): 0 for owner in OWNERS}
         rules.update(
             Counter((c.owner.label(config.policy.host_id),) for c in plan.changes if c.owner is not None)

@@ -12,19 +12,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from reconcile.cloudflare.backend import Backend
 from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.open import make_backend, make_client, make_pacer, policy_of
 from reconcile.cloudflare.pacing import Pacer
-from reconcile.cloudflare.rules import Client, RulesBackend
-from reconcile.cloudflare.rules import list_scope as list_scope  # check.py reads a scope the way a run does
+from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.applied import Applied, Result
-from reconcile.core.changes import Plan, Policy
+from reconcile.core.changes import Plan
 from reconcile.core.merge import merge
-from reconcile.core.model import Ban, Fail2banState, Scope
+from reconcile.core.model import Ban, Fail2banState
 from reconcile.core.planner import with_networks
 from reconcile.core.render import Stats
 from reconcile.core.safety import unsafe_reasons
@@ -84,33 +83,6 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_OK
 
 
-def read_fail2ban(config: Config) -> Fail2banState:
-    """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
-    return fail2ban.read_state(
-        config.fail2ban.command,
-        config.fail2ban.jails,
-        config.fail2ban.timeout,
-        fail2ban.zone(config.fail2ban.timezone),
-    )
-
-
-def scopes_of(config: Config) -> list[Scope]:
-    if config.cloudflare.account_id:
-        return [Scope("account", config.cloudflare.account_id)]
-    return [Scope("zone", zone) for zone in config.cloudflare.zone_ids]
-
-
-def policy_of(config: Config) -> Policy:
-    return Policy(
-        tag=config.cloudflare.tag,
-        host_id=config.policy.host_id,
-        mode=config.cloudflare.mode,
-        allowlist=config.policy.allowlist,
-        max_rule_age=config.policy.max_rule_age,
-        cloudflare_ranges=ranges.ALL if config.policy.skip_cloudflare_ranges else (),
-    )
-
-
 def warn_misconfiguration(bans: Sequence[Ban]) -> None:
     """One loud warning per run when fail2ban bans Cloudflare or loopback: the web server is misconfigured."""
     examples = ranges.misconfigured_examples(bans)
@@ -143,27 +115,6 @@ def enrich(
     return with_networks(plan, known, config.cloudflare.tag), found, names
 
 
-def make_client(config: Config, credentials: Credentials, pacer: Pacer, **options: Any) -> Client:
-    """The client a run uses; `options` (sleep, per_page, session) are for tests."""
-    return Client(
-        config.cloudflare.api_base_url,
-        credentials,
-        pacer=pacer,
-        timeout=config.cloudflare.timeout,
-        retries=config.cloudflare.retries,
-        **options,
-    )
-
-
-def make_backend(config: Config, client: Client) -> Backend:
-    """The backend `[cloudflare] backend` names, over the run's client (its transport)."""
-    if config.cloudflare.backend == "list":
-        from reconcile.cloudflare.lists import ListBackend  # only the list backend's runs need it
-
-        return ListBackend(client, config)
-    return RulesBackend(client, scopes_of(config), config.cloudflare.mode)
-
-
 def execute(
     config: Config,
     credentials: Credentials,
@@ -173,15 +124,13 @@ def execute(
     pacer: Pacer | None = None,
     client_factory: Callable[[Config, Credentials, Pacer], Client] = make_client,
     backend_factory: Callable[[Config, Credentials, Pacer], Backend] | None = None,
-    read: Callable[[Config], Fail2banState] = read_fail2ban,
+    read: Callable[[Config], Fail2banState] = fail2ban.read_configured,
 ) -> Outcome:
     """One run. `backend_factory` (default: make_backend over `client_factory`'s client) and `read` are
     the seams tests use: an in-memory backend, a fail2ban state without a server."""
     started = time.monotonic()
     # Created first, so the run's time limit covers the fail2ban read too.
-    pacer = pacer or Pacer(
-        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
-    )
+    pacer = pacer or make_pacer(config)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
     state = read(config)
     bans, invalid = merge(state.entries)

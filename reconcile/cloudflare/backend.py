@@ -3,19 +3,55 @@
 A backend lists what is at the edge (as rule listings the planner reads, whatever the resource), plans
 with the pure planner (adding its own business before and after: the list backend's /64 items and
 capacity), applies a whole plan (as octodns providers' `_apply(plan)`), and says which zones do not
-enforce what it wrote. Two implement it: rules.RulesBackend (IP Access Rules) and lists.ListBackend
-(an account IP list); tests/fake_backend.py is an in-memory one for unit tests.
+enforce what it wrote. For the operator's tools (--check, --explain) it also reads without writing: what
+exists, what covers one address, and whether the zones enforce it; as plain values they render.
+Two implement it: rules.RulesBackend (IP Access Rules) and lists.ListBackend (an account IP list);
+tests/support/fake_backend.py is an in-memory one for unit tests. open.make_backend picks one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from reconcile.core.applied import Applied
 from reconcile.core.changes import Plan, Policy
-from reconcile.core.model import Ban, BanEntry, RuleListing
+from reconcile.core.model import Ban, BanEntry, IPAddress, RuleListing, Scope
+
+
+@dataclass(frozen=True)
+class ScopeFound:
+    """A scope's rules, read as a run reads them; `error` (and no listing) when they could not be read."""
+
+    scope: Scope
+    listing: RuleListing | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ListFound:
+    """The account IP list: no listing without a list of that name (or with `error`, when unreadable)."""
+
+    account_id: str
+    name: str
+    capacity: int  # `[cloudflare] list_capacity`: the items it may hold
+    listing: RuleListing | None
+    error: str = ""
+
+
+Found = ScopeFound | ListFound
+
+
+@dataclass(frozen=True)
+class ZoneEnforcement:
+    """Whether a zone's WAF custom rules make the list block: `problems` says why not, () when they do."""
+
+    zone: str
+    list_name: str
+    mode: str
+    problems: tuple[str, ...]
 
 
 class Backend(Protocol):
@@ -48,6 +84,25 @@ class Backend(Protocol):
 
     def enforcement(self) -> tuple[str, ...]:
         """One sentence per zone where what was written blocks nobody (and what to do); () when enforced."""
+        ...
+
+    # --- read-only, for --check and --explain: nothing is created, nothing written ---
+
+    def existing(self) -> tuple[Found, ...]:
+        """What holds blocks now, one value per scope or list, in order; an unreadable one says why."""
+        ...
+
+    def covering(self, ip: IPAddress) -> Iterator[RuleListing]:
+        """Every rule or item that covers `ip` (foreign ones too), one listing per scope as it is read;
+        a failure to read raises (ReconcileError) after the scopes already yielded."""
+        ...
+
+    def planned_as(self, ip: IPAddress) -> IPAddress:
+        """The address a plan names `ip` by: itself, or the /64 an IPv6 address is planned as."""
+        ...
+
+    def enforcement_status(self) -> tuple[ZoneEnforcement, ...]:
+        """Each zone's WAF check as enforcement() would make it, read only; () with nothing to enforce."""
         ...
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from reconcile.core.addresses import is_allowlisted
-from reconcile.core.changes import Action, Change, OwnerKind, Plan
+from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKind, Plan
 from reconcile.core.model import Ban, IPAddress, Network, Rule
 from reconcile.core.notes import parse_note
 from reconcile.core.planner import owner_of
@@ -22,6 +22,15 @@ def item_network(ip: IPAddress) -> Network:
     if ip.version == 4:
         return ipaddress.IPv4Network(ip)
     return ipaddress.IPv6Network(f"{ip}/{IPV6_PREFIX}", strict=False)
+
+
+def item_covers(item: Rule, ip: IPAddress) -> bool:
+    """A list item (read as a rule: an address, an IPv6 /64 as `ip6`, or a range) blocks `ip`."""
+    value = f"{item.value}/{IPV6_PREFIX}" if item.target == "ip6" else item.value
+    try:
+        return ip in ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        return False
 
 
 def group_bans(bans: Sequence[Ban], allowlist: Sequence[Network] = ()) -> tuple[list[Ban], set[IPAddress]]:
@@ -73,14 +82,15 @@ def spare_allowlisted(plan: Plan, allowlist: Sequence[Network]) -> Plan:
         return plan
     changes = []
     for c in plan.changes:
-        writes = c.action in (Action.ADD, Action.RENEW)
-        if writes and c.ban is not None and c.ip is not None and c.ip.version == 6:
+        # A leave is no ban of this host's: the others' block stays as it is.
+        writes = c.action in (Action.ADD, Action.RENEW) and c.membership is not Membership.LEAVE
+        if writes and c.ip is not None and c.ip.version == 6:
             mine = item_network(c.ip)
             inside = next((n for n in allowlist if n.version == 6 and n.overlaps(mine)), None)
             if inside is not None:
                 reason = f"its /64 holds allowlisted {inside}"
                 c = replace(c, action=Action.SKIP if c.rule is None else Action.KEEP, reason=reason)
-                c = replace(c, lease=None, notes="")
+                c = replace(c, lease=None, notes="", membership=None)
         changes.append(c)
     return replace(plan, changes=tuple(changes))
 
@@ -150,9 +160,12 @@ def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted
                 reason=f"{OVER_CAPACITY}: among the oldest bans, a newer ban takes its place",
                 lease=None,
                 notes="",
+                capacity=Capacity.EVICTED,
             )
             continue
-        replaced[add] = replace(add, action=Action.SKIP, reason=OVER_CAPACITY, lease=None, notes="")
+        replaced[add] = replace(
+            add, action=Action.SKIP, reason=OVER_CAPACITY, lease=None, notes="", capacity=Capacity.OVER
+        )
     changes = tuple(replaced.get(c, c) for c in plan.changes)
     return Fitted(replace(plan, changes=changes), expiries_first=True)
 
@@ -161,5 +174,5 @@ def _since(change: Change) -> float:
     return change.ban.since.timestamp() if change.ban is not None else 0.0
 
 
-# The reason of a ban the list has no room for (DESIGN §9); metrics count the changes that carry it.
+# The reason shown for a ban the list has no room for (DESIGN §9); code asks Change.capacity instead.
 OVER_CAPACITY = "over list capacity"

@@ -15,19 +15,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from reconcile.cloudflare import waf
 from reconcile.cloudflare.answers import show, timestamp
+from reconcile.cloudflare.backend import Found, ListFound, ZoneEnforcement
 from reconcile.cloudflare.list_plan import (
     IPV6_PREFIX,
     fit_capacity,
     foreign_cover,
     group_bans,
+    item_covers,
     item_ip,
+    item_network,
     label_networks,
     spare_allowlisted,
 )
@@ -38,7 +42,7 @@ from reconcile.cloudflare.transport import ApiError
 from reconcile.config import Config
 from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Change, Plan, Policy
-from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.planner import make_plan
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
 
@@ -158,9 +162,49 @@ class ListBackend:
                 ]
         return listings
 
-    def existing(self) -> RuleListing | None:
-        """The list's items as listings() reads them, or None without the list; creates nothing
-        (for --check and --explain)."""
+    def existing(self) -> tuple[Found, ...]:
+        config = self.config
+        try:
+            listing, error = self._existing(), ""
+        except ReconcileError as exc:
+            listing, error = None, str(exc)
+        return (
+            ListFound(
+                config.cloudflare.account_id,
+                config.cloudflare.list_name,
+                config.cloudflare.list_capacity,
+                listing,
+                error,
+            ),
+        )
+
+    def covering(self, ip: IPAddress) -> Iterator[RuleListing]:
+        found = self._existing()
+        if found is not None:
+            # The list is read whole (its API has no value filter); only what covers `ip` is kept.
+            yield replace(found, rules=tuple(r for r in found.rules if item_covers(r, ip)))
+
+    def planned_as(self, ip: IPAddress) -> IPAddress:
+        return item_network(ip).network_address  # an IPv6 address is planned as its /64
+
+    def enforcement_status(self) -> tuple[ZoneEnforcement, ...]:
+        config = self.config
+        if config.cloudflare.waf_rule == "off":
+            return ()
+        return tuple(
+            ZoneEnforcement(
+                zone,
+                config.cloudflare.list_name,
+                config.cloudflare.mode,
+                waf.enforce(
+                    self.transport, (zone,), config.cloudflare.list_name, config.cloudflare.mode, "check"
+                ),
+            )
+            for zone in config.cloudflare.zone_ids
+        )
+
+    def _existing(self) -> RuleListing | None:
+        """The list's items as listings() reads them, or None without the list; creates nothing."""
         self.list_id = self._find(self.config.cloudflare.list_name)
         if not self.list_id:
             return None

@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import datetime
 from fractions import Fraction
 
-from reconcile.cloudflare.list_plan import OVER_CAPACITY, item_network
-from reconcile.core.changes import Action, Change, Plan, Policy
+from reconcile.cloudflare.list_plan import item_network
+from reconcile.core.changes import Action, Capacity, Change, Plan, Policy
 from reconcile.core.model import Ban, RuleListing
 from reconcile.core.planner import make_plan
 from reconcile.core.safety import MIN_MANAGED
@@ -27,7 +27,7 @@ def retire(
     """This host's IP Access Rules, once the list is enforced: planned as if it banned there only what the
     list has no room for (those rules stay), never adding a rule; at most `fraction` of a scope's managed
     rules go per run, so the safety guard never has to refuse the list's own sync for them."""
-    overflow = {c.ip for c in plan.changes if c.reason == OVER_CAPACITY}
+    overflow = {c.ip for c in plan.changes if c.capacity is Capacity.OVER}
     kept = [b for b in bans if item_network(b.ip).network_address in overflow]
     retired = make_plan(kept, [], rules, policy, now)
     changes: list[Change] = []

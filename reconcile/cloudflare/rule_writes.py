@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from reconcile.core.applied import Applied, Result, Written
-from reconcile.core.changes import Action, Change, Plan
+from reconcile.core.changes import Action, Change, Membership, Plan
 from reconcile.core.model import Rule, Scope, rule_target
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
 
@@ -59,8 +59,8 @@ def _apply_one(change: Change, writer: RuleWriter, mode: str) -> Result:
         if writer.update_rule(change.scope, change.rule.id, mode, change.notes) is not None:
             return Result.DONE
         # 404: the rule was deleted since it was listed (another host expired it, or an operator).
-        if change.ban is None:
-            return Result.ALREADY  # a leave: nothing is left to leave
+        if change.membership is Membership.LEAVE:
+            return Result.ALREADY  # nothing is left to leave
         # This host still bans the address: the block must not lapse until the next run (DESIGN §5).
         log.info("%s in %s was deleted meanwhile; creating it again", change.value, change.scope)
         return _create(change, writer, mode)

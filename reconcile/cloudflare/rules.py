@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
 import requests
 
 from reconcile.cloudflare.answers import show, timestamp, whole
+from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rule_writes import Created, apply
@@ -23,7 +24,7 @@ from reconcile.core.applied import Applied
 from reconcile.core.changes import Plan, Policy
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.planner import make_plan
-from reconcile.errors import CloudflareError, RateLimited
+from reconcile.errors import CloudflareError, RateLimited, ReconcileError
 
 log = logging.getLogger("reconcile.cloudflare")
 
@@ -292,6 +293,25 @@ class RulesBackend:
 
     def enforcement(self) -> tuple[str, ...]:
         return ()  # a rule enforces itself
+
+    def existing(self) -> tuple[Found, ...]:
+        found: list[Found] = []
+        for scope in self.scopes:
+            try:
+                found.append(ScopeFound(scope, list_scope(self.client, scope)))
+            except ReconcileError as exc:
+                found.append(ScopeFound(scope, None, str(exc)))
+        return tuple(found)
+
+    def covering(self, ip: IPAddress) -> Iterator[RuleListing]:
+        for scope in self.scopes:
+            yield RuleListing(scope, tuple(self.client.find_rules(scope, ip.compressed)))
+
+    def planned_as(self, ip: IPAddress) -> IPAddress:
+        return ip
+
+    def enforcement_status(self) -> tuple[ZoneEnforcement, ...]:
+        return ()
 
     def close(self) -> None:
         self.client.close()

@@ -38,6 +38,22 @@ class OwnerKind(StrEnum):
     ALLOW = "allow"  # an allow (whitelist) rule: never modified or deleted, whatever its notes
 
 
+class Membership(StrEnum):
+    """What a renewal does to the host set of a rule other hosts share or shared (DESIGN §5). The action
+    stays RENEW: it is rendered and counted as a renewal."""
+
+    JOIN = "join"  # this host adds itself to another host's live lease
+    LEAVE = "leave"  # this host no longer bans it and takes its name off; the others keep the block
+    TAKE_OVER = "take over"  # the other hosts' lease ended: the rule is this host's alone
+
+
+class Capacity(StrEnum):
+    """What the list's room did to a change (DESIGN §9); set by the list backend's planning."""
+
+    OVER = "over"  # a ban the list has no room for: skipped
+    EVICTED = "evicted"  # this host's item among the oldest bans: expired to make room for a newer one
+
+
 @dataclass(frozen=True)
 class Owner:
     """Who a listed rule belongs to: made once here, read by the renderers and the metrics."""
@@ -83,6 +99,8 @@ class Change:
     jails: tuple[str, ...] = ()
     ip: IPAddress | None = None
     asn: str | None = None  # origin AS of the address, from the written lease or the listed note
+    membership: Membership | None = None  # a renewal's join, leave or take-over; None for any other
+    capacity: Capacity | None = None  # set when the list's room skipped or evicted it
 
     @property
     def is_write(self) -> bool:

@@ -20,7 +20,7 @@ from dateutil import tz
 
 MAX_NOTES = 500
 PERMANENT = "permanent"
-# The older curl scripts wrote their timestamps in this zone (DESIGN §4).
+# The older curl scripts wrote their timestamps in this time zone (DESIGN §4).
 LEGACY_TZ: tzinfo = tz.gettz("America/New_York") or UTC
 
 _TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")

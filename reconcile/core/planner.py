@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from reconcile.core.addresses import Skip, classifier
-from reconcile.core.changes import BLOCKING_MODES, Action, Change, Owner, OwnerKind, Plan, Policy
+from reconcile.core.changes import BLOCKING_MODES, Action, Change, Membership, Owner, OwnerKind, Plan, Policy
 from reconcile.core.collector import collector_paused
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.notes import Lease, Note, NoteKind, format_note, format_time, host_set, parse_note
@@ -215,11 +215,12 @@ class _Base(NamedTuple):
         )  # fmt: skip
 
     def write(
-        self, action: Action, reason: str, lease: Lease, policy: Policy, *, leave: bool = False
+        self, action: Action, reason: str, lease: Lease, policy: Policy, membership: Membership | None = None
     ) -> Change:
+        leave = membership is Membership.LEAVE  # the ban is not this host's any more
         return Change(
             action, self.value, reason, self.scope, None if leave else self.ban, self.rule, self.owner, lease,
-            format_note(policy.tag, lease) or "", self.jails, self.ip, lease.asn or self.asn,
+            format_note(policy.tag, lease) or "", self.jails, self.ip, lease.asn or self.asn, membership,
         )  # fmt: skip
 
 
@@ -254,9 +255,8 @@ def _for_banned(
         if not _lease_live(note, now):
             reason = f"{owner}'s lease ended {_until_text(note.until)}; taken over"
             # optional fields survive a rewrite
-            return base.write(
-                Action.RENEW, reason, Lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
-            )
+            taken = Lease(ban.jails, (me,), ban.since, end, note.asn, note.cc)
+            return base.write(Action.RENEW, reason, taken, policy, Membership.TAKE_OVER)
         # Join: the rule stays one rule; its lease covers the longest ban of any host.
         joined = Lease(
             tuple(sorted({*note.jails, *ban.jails})),
@@ -266,7 +266,7 @@ def _for_banned(
             note.asn,
             note.cc,
         )
-        written = base.write(Action.RENEW, f"joining {owner}", joined, policy)
+        written = base.write(Action.RENEW, f"joining {owner}", joined, policy, Membership.JOIN)
         if not written.notes:
             return base.keep(f"shared by {owner}; {me} does not fit in the 500-character note")
         return written
@@ -335,7 +335,7 @@ def _for_unbanned(
         left = Lease(note.jails, others, note.since or rule.created_on or now, note.until, note.asn, note.cc)
         verb = "bans" if len(others) == 1 else "ban"
         return base.write(
-            Action.RENEW, f"{reason} here; {','.join(others)} still {verb} it", left, policy, leave=True
+            Action.RENEW, f"{reason} here; {','.join(others)} still {verb} it", left, policy, Membership.LEAVE
         )
     if me in note.hosts:
         return base.keep(reason if live else f"lease ended {_until_text(note.until)}", Action.EXPIRE)

@@ -45,7 +45,7 @@ def parse_jail_list(status_output: str) -> tuple[str, ...]:
 
 
 def parse_banip_with_time(jail: str, output: str, tz: tzinfo) -> list[BanEntry]:
-    """Entries of `fail2ban-client get JAIL banip --with-time`; times are in fail2ban's zone `tz`."""
+    """Entries of `fail2ban-client get JAIL banip --with-time`; times are in fail2ban's time zone `tz`."""
     text = output.rstrip("\n")
     if not text.strip():
         return []  # fail2ban prints one empty line when the jail holds no bans
@@ -117,7 +117,7 @@ def _localize(wall: datetime, tz: tzinfo, check: tuple[int, datetime] | None) ->
 
     fail2ban drops the DST fold when it formats a time, so an ambiguous START has two readings: take the
     one whose START + SECONDS shows as END, else the later one (the ban then never ends too early).
-    A time that does not exist in `tz` (a zone differing from the server's) is moved past the gap.
+    A time that does not exist in `tz` (a time zone differing from the server's) is moved past the gap.
     """
     aware = wall.replace(tzinfo=tz)
     # both folds, then keep those that show as `wall` again: two if ambiguous, none if in a gap

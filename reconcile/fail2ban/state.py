@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil import tz as dateutil_tz
 
+from reconcile.config import Config
 from reconcile.core.collector import collector_paused
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.errors import Fail2banError
@@ -21,7 +22,7 @@ from reconcile.fail2ban import db
 from reconcile.fail2ban.client import run_client
 from reconcile.fail2ban.parse import parse_banip_with_time, parse_dbfile, parse_jail_list, parse_jail_times
 from reconcile.fail2ban.restore import DbBan, JailTimes, not_shown, will_restore
-from reconcile.fail2ban.timezone import check_zone, format_offset
+from reconcile.fail2ban.timezone import check_timezone, format_offset
 
 log = logging.getLogger("reconcile.fail2ban")
 
@@ -33,9 +34,19 @@ RESTORE_WAIT = 10.0
 RESTORE_POLL = 0.25
 
 
-def zone(name: str) -> tzinfo:
-    """`[fail2ban] timezone`: an IANA zone, or "" for this machine's zone."""
+def timezone(name: str) -> tzinfo:
+    """`[fail2ban] timezone`: an IANA time zone, or "" for this machine's."""
     return ZoneInfo(name) if name else dateutil_tz.tzlocal()
+
+
+def read_configured(config: Config) -> Fail2banState:
+    """Every ban of the configured jails, in fail2ban's time zone; any failure is a Fail2banError."""
+    return read_state(
+        config.fail2ban.command,
+        config.fail2ban.jails,
+        config.fail2ban.timeout,
+        timezone(config.fail2ban.timezone),
+    )
 
 
 def read_state(
@@ -47,10 +58,10 @@ def read_state(
     restore_wait: float = RESTORE_WAIT,
     restore_poll: float = RESTORE_POLL,
 ) -> Fail2banState:
-    """Every ban of every jail (or of the configured `jails`), with times converted from fail2ban's zone.
+    """Every ban of every jail (or of the configured `jails`), with times converted from fail2ban's time zone.
 
     fail2ban's database, when readable, is a witness: bans it holds as current that the server does not
-    show yet are waited for (up to `restore_wait` s), and its epochs check the zone `tz`.
+    show yet are waited for (up to `restore_wait` s), and its epochs check the time zone `tz`.
     """
     with collector_paused():
         return _read_state(command, jails, timeout, tz, restore_wait, restore_poll)
@@ -64,7 +75,7 @@ def _read_state(
     restore_wait: float,
     restore_poll: float,
 ) -> Fail2banState:
-    zone_ = tz if tz is not None else dateutil_tz.tzlocal()
+    timezone_ = tz if tz is not None else dateutil_tz.tzlocal()
     try:
         available = parse_jail_list(run_client(command, ["status"], timeout))
     except ValueError as exc:
@@ -87,13 +98,13 @@ def _read_state(
         selected = available
     # `get dbfile` with the jails (it only names the file); the database itself is read after the server:
     # a ban added in between is then in both, not a restore to wait for
-    by_jail, dbfile = _read_jails(command, selected, timeout, zone_)
+    by_jail, dbfile = _read_jails(command, selected, timeout, timezone_)
     stored = _stored_bans(dbfile)
     if stored is not None:
-        by_jail = _await_restore(command, timeout, zone_, by_jail, stored, restore_wait, restore_poll)
+        by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
     entries = [entry for jail in selected for entry in by_jail[jail]]
     if stored is not None:
-        entries = _checked_zone(entries, stored, zone_)
+        entries = _checked_timezone(entries, stored, timezone_)
     return Fail2banState(jails=selected, entries=tuple(entries))
 
 
@@ -211,14 +222,14 @@ def _jail_times(command: Sequence[str], jail: str, timeout: float) -> JailTimes:
 _TIME_PROPERTIES = ("bantime", "bantime.increment", "bantime.maxtime")
 
 
-def _checked_zone(entries: list[BanEntry], stored: tuple[DbBan, ...], tz: tzinfo) -> list[BanEntry]:
-    check = check_zone(entries, stored, tz)
+def _checked_timezone(entries: list[BanEntry], stored: tuple[DbBan, ...], tz: tzinfo) -> list[BanEntry]:
+    check = check_timezone(entries, stored, tz)
     if check.misread:
         implied = " or ".join(format_offset(o) for o in check.offsets)
         log.warning(
             "fail2ban's times are not in %s: its database implies %s (%d of %d compared bans);"
             " using the database's times. Set [fail2ban] timezone to fail2ban-server's zone",
-            _zone_name(tz),
+            _timezone_name(tz),
             implied,
             check.misread,
             check.compared,
@@ -226,7 +237,7 @@ def _checked_zone(entries: list[BanEntry], stored: tuple[DbBan, ...], tz: tzinfo
     return list(check.entries)
 
 
-def _zone_name(tz: tzinfo) -> str:
+def _timezone_name(tz: tzinfo) -> str:
     if isinstance(tz, ZoneInfo):
         return f"[fail2ban] timezone {tz.key}"
     if isinstance(tz, dateutil_tz.tzlocal):

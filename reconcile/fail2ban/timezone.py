@@ -24,22 +24,22 @@ _MAX_OFFSET = timedelta(hours=14)
 
 
 @dataclass(frozen=True)
-class ZoneCheck:
-    """Ban entries checked against the database's epochs (`check_zone`)."""
+class TimezoneCheck:
+    """Ban entries checked against the database's epochs (`check_timezone`)."""
 
-    entries: tuple[BanEntry, ...]  # with the database's times where fail2ban's zone was misread
+    entries: tuple[BanEntry, ...]  # with the database's times where fail2ban's time zone was misread
     offsets: tuple[timedelta, ...]  # fail2ban's UTC offsets that the database implies, when misread
     misread: int  # entries whose printed start disagreed with the database by such an offset
     compared: int  # entries that have a database row
 
 
-def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo) -> ZoneCheck:
-    """Check the zone `entries` were read in against the database's epochs (`bips.timeofban`).
+def check_timezone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo) -> TimezoneCheck:
+    """Check the time zone `entries` were read in against the database's epochs (`bips.timeofban`).
 
     A printed start that is off its stored epoch by a whole-quarter-hour offset means fail2ban prints
-    another zone than `tz`: such an entry is read again with the UTC offset its row implies (its length
+    another time zone than `tz`: such an entry is read again with the UTC offset its row implies (its length
     kept), and an entry without a row with the offset found for the nearest stored ban. Other differences
-    (a ban newer than its row, say) are left as printed: they are not the zone's doing.
+    (a ban newer than its row, say) are left as printed: they are not the time zone's doing.
     """
     epochs = {(b.jail, b.value): b.timeofban for b in stored}
     items = list(entries)
@@ -62,13 +62,13 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
         offset = _printed_offset(entry.start, tz, stored_start)
         assumed = entry.start.astimezone(tz).utcoffset() or timedelta(0)
         if _plausible_offset(offset) and offset != assumed:
-            # the printed wall time read with that offset: what a reader in fail2ban's zone gets (the
+            # the printed wall time read with that offset: what a reader in fail2ban's time zone gets (the
             # stored epoch itself is rounded where the print is truncated: a rule would flap by 1 s)
             fixed[index] = _at_offset(entry.start, tz, offset)
             offsets.add(offset)
-    # one zone has at most two offsets (standard and daylight time); more is not a zone
+    # one time zone has at most two offsets (standard and daylight time); more is not one
     if not fixed or len(offsets) > 2:
-        return ZoneCheck(tuple(items), (), 0, len(rows))
+        return TimezoneCheck(tuple(items), (), 0, len(rows))
     # (stored start, fail2ban's UTC offset then) for every entry with a row
     witnessed = [(stored, _printed_offset(start, tz, stored)) for stored, start in rows]
     out = []
@@ -77,7 +77,7 @@ def check_zone(entries: Iterable[BanEntry], stored: Iterable[DbBan], tz: tzinfo)
         if start is None and (entry.jail, entry.value) not in epochs:
             start = _reread(entry.start, tz, witnessed)
         out.append(entry if start is None else _moved(entry, start))
-    return ZoneCheck(tuple(out), tuple(sorted(offsets)), len(fixed), len(rows))
+    return TimezoneCheck(tuple(out), tuple(sorted(offsets)), len(fixed), len(rows))
 
 
 def format_offset(offset: timedelta) -> str:

@@ -6,26 +6,24 @@ else 1. Only reads: fail2ban-client queries, Cloudflare GETs, and stat/access on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import partial
 from pathlib import Path
 
 from reconcile import lock
-from reconcile import run as run_mod
-from reconcile.cloudflare import waf
+from reconcile.cloudflare.backend import Backend, Found, ListFound, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
-from reconcile.cloudflare.lists import ListBackend
-from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.open import make_backend, make_client
 from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.merge import merge
-from reconcile.core.model import Fail2banState, Scope
+from reconcile.core.model import Fail2banState
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
 from reconcile.fail2ban import state as fail2ban
 
@@ -80,11 +78,9 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
     state, fail2ban_checks = _fail2ban(config)
     checks += fail2ban_checks
     checks += _paths(config)
-    pacer = Pacer(
-        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
-    )
-    with run_mod.make_client(config, creds, pacer) as client:
-        checks += _cloudflare(config, creds, client, now)
+    client = make_client(config, creds)
+    with contextlib.closing(make_backend(config, client)) as backend:
+        checks += _cloudflare(creds, client, backend, now)
     if state is not None:
         checks += _misconfiguration(state)
     return checks
@@ -95,12 +91,7 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
 
 def _fail2ban(config: Config) -> tuple[Fail2banState | None, list[Check]]:
     try:
-        state = fail2ban.read_state(
-            config.fail2ban.command,
-            config.fail2ban.jails,
-            config.fail2ban.timeout,
-            fail2ban.zone(config.fail2ban.timezone),
-        )
+        state = fail2ban.read_configured(config)
     except ReconcileError as exc:
         return None, [Check(Status.FAIL, "fail2ban", str(exc), "start fail2ban, or fix [fail2ban] command")]
     checks = [Check(Status.OK, "fail2ban", f"{len(state.jails)} jails, {len(state.entries)} bans read")]
@@ -169,30 +160,33 @@ def _paths(config: Config) -> list[Check]:
 # --- Cloudflare --------------------------------------------------------------------------------------
 
 
-def _cloudflare(config: Config, creds: Credentials, client: Client, now: datetime) -> list[Check]:
+def _cloudflare(creds: Credentials, client: Client, backend: Backend, now: datetime) -> list[Check]:
+    """The token, then what the backend finds (each scope's rules, or the list and its WAF rule)."""
     checks = [_token(creds, client, now)]
     if checks[0].status is Status.FAIL:
         return checks
-    if config.cloudflare.backend == "list":
-        checks.append(_attempt("IP list", partial(_list, client, config)))
-        if config.cloudflare.waf_rule != "off":
-            checks += _waf(client, config)
-    else:
-        for scope in run_mod.scopes_of(config):
-            checks.append(_attempt(f"{scope.kind} rules", partial(_scope, client, scope)))
+    checks += _backend_checks(backend)
     checks.append(_attempt("Cloudflare ranges", lambda: _ranges(client)))
     # Last: by now some answer carried a Date header, whatever the credentials.
     checks.insert(1, _skew(client, now))
     return checks
 
 
+def _backend_checks(backend: Backend) -> list[Check]:
+    """What the backend finds, in order: each scope's rules, or the list, then each zone's WAF rule."""
+    checks = [_found(found) for found in backend.existing()]
+    return checks + [_waf(status) for status in backend.enforcement_status()]
+
+
 def _attempt(name: str, check: Callable[[], Check]) -> Check:
     try:
         return check()
     except ReconcileError as exc:
-        return Check(
-            Status.FAIL, name, str(exc), "see the error; the token may lack a permission (README §2)"
-        )
+        return _unreadable(name, str(exc))
+
+
+def _unreadable(name: str, error: str) -> Check:
+    return Check(Status.FAIL, name, error, "see the error; the token may lack a permission (README §2)")
 
 
 def _token(creds: Credentials, client: Client, now: datetime) -> Check:
@@ -231,24 +225,31 @@ def _skew(client: Client, now: datetime) -> Check:
     return Check(Status.OK, "clock", text)
 
 
-def _scope(client: Client, scope: Scope) -> Check:
-    listing = run_mod.list_scope(client, scope)
+def _found(found: Found) -> Check:
+    return _list(found) if isinstance(found, ListFound) else _scope(found)
+
+
+def _scope(found: ScopeFound) -> Check:
+    scope, listing = found.scope, found.listing
+    if listing is None:
+        return _unreadable(f"{scope.kind} rules", found.error)
     state = "" if listing.complete else " (listing incomplete)"
     status = Status.OK if listing.complete else Status.WARN
     return Check(status, f"{scope.kind} rules", f"{scope.id}: {len(listing.rules)} rules readable{state}")
 
 
-def _list(client: Client, config: Config) -> Check:
-    listing = ListBackend(client, config).existing()
-    name = config.cloudflare.list_name
+def _list(listed: ListFound) -> Check:
+    listing, name = listed.listing, listed.name
+    if listed.error:
+        return _unreadable("IP list", listed.error)
     if listing is None:
         return Check(
             Status.WARN,
             "IP list",
-            f"account {config.cloudflare.account_id} has no list {name!r} yet",
+            f"account {listed.account_id} has no list {name!r} yet",
             "nothing to do: the first run creates it",
         )
-    count, capacity = len(listing.rules), config.cloudflare.list_capacity
+    count, capacity = len(listing.rules), listed.capacity
     found = f"list {name!r}: {count} items readable, room for {capacity}"
     if not listing.complete:
         return Check(Status.WARN, "IP list", found + " (listing incomplete)")
@@ -259,17 +260,12 @@ def _list(client: Client, config: Config) -> Check:
     return Check(Status.OK, "IP list", found)
 
 
-def _waf(client: Client, config: Config) -> list[Check]:
-    checks = []
-    rule = f"(ip.src in ${config.cloudflare.list_name}), action {config.cloudflare.mode}"
-    for zone in config.cloudflare.zone_ids:
-        problems = waf.enforce(client, (zone,), config.cloudflare.list_name, config.cloudflare.mode, "check")
-        if problems:
-            todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
-            checks.append(Check(Status.FAIL, "WAF rule", "; ".join(problems), todo))
-        else:
-            checks.append(Check(Status.OK, "WAF rule", f"zone {zone} enforces the list: {rule}"))
-    return checks
+def _waf(status: ZoneEnforcement) -> Check:
+    if status.problems:
+        todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
+        return Check(Status.FAIL, "WAF rule", "; ".join(status.problems), todo)
+    rule = f"(ip.src in ${status.list_name}), action {status.mode}"
+    return Check(Status.OK, "WAF rule", f"zone {status.zone} enforces the list: {rule}")
 
 
 def _ranges(client: Client) -> Check:

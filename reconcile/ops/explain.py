@@ -1,22 +1,19 @@
 """`reconcile --explain IP` (DESIGN §7): everything about one address, and what the next run would do.
 
-Reads like a run (fail2ban, then every rule that covers the address in each scope, foreign ones too, by
-the `configuration.value` filter), plans with the same pure planner, and changes nothing.
+Reads like a run (fail2ban, then every rule or item that covers the address in each scope, foreign ones
+too, as the backend finds them), plans with the backend's planning, and changes nothing.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconcile import run as run_mod
 from reconcile.cloudflare.credentials import Credentials
-from reconcile.cloudflare.list_plan import item_network
-from reconcile.cloudflare.lists import ListBackend
-from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.open import make_backend, make_client, policy_of
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.addresses import is_allowlisted, is_built_in_allowlisted
@@ -24,8 +21,9 @@ from reconcile.core.changes import Change, Owner
 from reconcile.core.merge import merge
 from reconcile.core.model import BanEntry, IPAddress, Rule, RuleListing
 from reconcile.core.notes import format_time, parse_note
-from reconcile.core.planner import make_plan, owner_of
+from reconcile.core.planner import owner_of
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.fail2ban import state as fail2ban
 
 
 @dataclass(frozen=True)
@@ -57,24 +55,14 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
     problems: list[str] = []
     entries: tuple[BanEntry, ...] = ()
     try:
-        entries = tuple(e for e in run_mod.read_fail2ban(config).entries if _is(e.value, ip))
+        entries = tuple(e for e in fail2ban.read_configured(config).entries if _is(e.value, ip))
     except ReconcileError as exc:
         problems.append(f"fail2ban: {exc}")
     listings: list[RuleListing] = []
-    pacer = Pacer(
-        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
-    )
-    with run_mod.make_client(config, creds, pacer) as client:
-        backend = ListBackend(client, config) if config.cloudflare.backend == "list" else None
+    with contextlib.closing(make_backend(config, make_client(config, creds))) as backend:
         try:
-            if backend is not None:
-                # The list is read whole (its API has no value filter); only what covers `ip` is shown.
-                found = backend.existing()
-                if found is not None:
-                    listings.append(replace(found, rules=tuple(r for r in found.rules if _covers(r, ip))))
-            else:
-                for scope in run_mod.scopes_of(config):
-                    listings.append(RuleListing(scope, tuple(client.find_rules(scope, ip.compressed))))
+            for listing in backend.covering(ip):
+                listings.append(listing)
         except ReconcileError as exc:
             problems.append(f"Cloudflare: {exc}")
     covering = []
@@ -86,23 +74,9 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
                 until = format_time(note.until) if note.until else "permanent"
             covering.append(Covering(rule, owner_of(rule, note), until))
     bans, _ = merge(entries)
-    policy = run_mod.policy_of(config)
-    if backend is not None:
-        plan = backend.plan(bans, [], listings, policy, now)
-        key = item_network(ip).network_address  # an IPv6 address is planned as its /64
-    else:
-        plan, key = make_plan(bans, [], listings, policy, now), ip
-    changes = tuple(c for c in plan.changes if c.ip in (ip, key))
+    plan = backend.plan(bans, [], listings, policy_of(config), now)
+    changes = tuple(c for c in plan.changes if c.ip in (ip, backend.planned_as(ip)))
     return Explanation(ip, entries, _status(ip, config), tuple(covering), changes, tuple(problems))
-
-
-def _covers(rule: Rule, ip: IPAddress) -> bool:
-    """A list item (read as a rule: ip, an IPv6 /64 as ip6, or a range) that blocks `ip`."""
-    value = f"{rule.value}/64" if rule.target == "ip6" else rule.value
-    try:
-        return ip in ipaddress.ip_network(value, strict=False)
-    except (ValueError, TypeError):
-        return False
 
 
 def _is(value: str, ip: IPAddress) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from reconcile import config as config_mod
+from reconcile.cloudflare.open import policy_of
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.core.changes import Action
 from reconcile.core.merge import merge
@@ -30,7 +31,6 @@ from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
 from reconcile.enrich import asn
 from reconcile.fail2ban import state as fail2ban
-from reconcile.run import policy_of
 from tests.benchmarks import planner_input, report
 from tests.benchmarks.per_ban import WORKERS, ban_one_by_one
 from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator, checked_emulator

@@ -1,16 +1,18 @@
 """An in-memory backend.Backend: items by IP value, no HTTP, for fast tests of apply's results, exit codes
 and the renderers. `fail` makes writes of those values fail; `rate_limit_after` answers 429 after that many
-writes; `unenforced` is what enforcement() reports."""
+writes; `unenforced` is what enforcement() reports, `zones` what enforcement_status() does. The read-only
+methods (existing, covering, enforcement_status) never change `rules`; each read counts as a request."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Plan, Policy
-from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.planner import make_plan
 from reconcile.errors import CloudflareError, RateLimited
 
@@ -23,6 +25,7 @@ class FakeBackend:
     fail: frozenset[str] = frozenset()
     rate_limit_after: int | None = None
     unenforced: tuple[str, ...] = ()
+    zones: tuple[ZoneEnforcement, ...] = ()
     requests: int = 0
     rate_limited: int = 0
     mode: str = "block"
@@ -66,6 +69,20 @@ class FakeBackend:
 
     def enforcement(self) -> tuple[str, ...]:
         return self.unenforced
+
+    def existing(self) -> tuple[Found, ...]:
+        self.requests += 1
+        return (ScopeFound(SCOPE, RuleListing(SCOPE, tuple(self.rules.values()))),)
+
+    def covering(self, ip: IPAddress) -> Iterator[RuleListing]:
+        self.requests += 1
+        yield RuleListing(SCOPE, tuple(r for r in self.rules.values() if r.value == ip.compressed))
+
+    def planned_as(self, ip: IPAddress) -> IPAddress:
+        return ip
+
+    def enforcement_status(self) -> tuple[ZoneEnforcement, ...]:
+        return self.zones
 
     def close(self) -> None:
         pass

@@ -20,10 +20,11 @@ import requests
 from reconcile import config as config_mod
 from reconcile.cloudflare import credentials
 from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.open import make_client
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
-from reconcile.run import Options, Outcome, execute, make_client
+from reconcile.run import Options, Outcome, execute
 from tests.support.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, CloudflareEmulator
 from tests.support.f2b_server import F2B
 

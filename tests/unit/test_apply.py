@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconcile.cloudflare.rule_writes import Created, apply
 from reconcile.core.applied import Result
-from reconcile.core.changes import Action, Change, Plan
+from reconcile.core.changes import Action, Change, Membership, Plan
 from reconcile.core.model import Ban, Rule, Scope
 from tests.support.cf_emulator import ZONE_ID
 
@@ -67,6 +67,7 @@ def renew(ip: str, *, banned: bool = True, rule_id: str = GONE_ID) -> Change:
         rule=listed(ip, rule_id),
         notes=notes,
         jails=("sshd",),
+        membership=None if banned else Membership.LEAVE,
     )
 
 

@@ -1,4 +1,4 @@
-"""fail2ban's database as a witness: the pure restore and zone decisions, and reading a real sqlite file."""
+"""fail2ban's database as a witness: pure restore and time zone decisions, and reading a real sqlite file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from reconcile.core.model import BanEntry
 from reconcile.fail2ban.db import current_bans
 from reconcile.fail2ban.parse import parse_banip_with_time, parse_dbfile, parse_jail_times
 from reconcile.fail2ban.restore import DbBan, JailTimes, not_shown, will_restore
-from reconcile.fail2ban.timezone import check_zone, format_offset
+from reconcile.fail2ban.timezone import check_timezone, format_offset
 
 NOW = 1_795_236_681  # 2026-11-21 04:51:21 UTC
 HOUR = 3600
@@ -106,17 +106,17 @@ def test_not_shown_leaves_out_shown_bans_other_jails_and_non_addresses() -> None
 LA = ZoneInfo("America/Los_Angeles")
 
 
-def printed(zone: ZoneInfo, epoch: int, seconds: int) -> str:
-    """A `--with-time` line as a server in `zone` prints it."""
-    start = datetime.fromtimestamp(epoch, zone)
-    end = datetime.fromtimestamp(epoch + seconds, zone)
+def printed(tz: ZoneInfo, epoch: int, seconds: int) -> str:
+    """A `--with-time` line as a server in time zone `tz` prints it."""
+    start = datetime.fromtimestamp(epoch, tz)
+    end = datetime.fromtimestamp(epoch + seconds, tz)
     return f"{start:%Y-%m-%d %H:%M:%S} + {seconds} = {end:%Y-%m-%d %H:%M:%S}"
 
 
-def read_as(zone: tzinfo, lines: list[tuple[str, int, int]]) -> list[BanEntry]:
-    """Server in LA; the entries as a reader assuming `zone` parses them."""
+def read_as(tz: tzinfo, lines: list[tuple[str, int, int]]) -> list[BanEntry]:
+    """Server in LA; the entries as a reader assuming time zone `tz` parses them."""
     text = "\n".join(f"{ip} \t{printed(LA, epoch, seconds)}" for ip, epoch, seconds in lines)
-    return parse_banip_with_time("sshd", text, zone)
+    return parse_banip_with_time("sshd", text, tz)
 
 
 def test_a_consistent_offset_takes_the_database_s_times() -> None:
@@ -124,7 +124,7 @@ def test_a_consistent_offset_takes_the_database_s_times() -> None:
     entries = read_as(UTC, lines)
     assert entries[0].end is not None and entries[0].end < datetime.fromtimestamp(NOW, UTC)  # read as ended
     stored = [DbBan("sshd", ip, epoch, seconds) for ip, epoch, seconds in lines]
-    check = check_zone(entries, stored, UTC)
+    check = check_timezone(entries, stored, UTC)
     assert check.misread == 2 and check.compared == 2
     assert [format_offset(o) for o in check.offsets] == ["UTC-08:00"]  # November: Pacific standard time
     assert [(e.start, e.end) for e in check.entries] == [
@@ -133,12 +133,12 @@ def test_a_consistent_offset_takes_the_database_s_times() -> None:
     ]
 
 
-def test_a_misread_start_is_read_again_as_fail2ban_s_zone_would_not_rounded_like_the_row() -> None:
+def test_a_misread_start_is_read_again_as_fail2ban_s_timezone_would_not_rounded_like_the_row() -> None:
     # the row's epoch is rounded up (a ban at .6 s), the print truncated: the reading in fail2ban's own
-    # zone wins, so a rule written by a run with [fail2ban] timezone set is not renewed by one without
+    # time zone wins, so a rule written by a run with [fail2ban] timezone set is not renewed by one without
     [wrong] = read_as(UTC, [("45.155.205.1", NOW, HOUR)])
     [right] = read_as(LA, [("45.155.205.1", NOW, HOUR)])
-    check = check_zone([wrong], [DbBan("sshd", "45.155.205.1", NOW + 1, HOUR)], UTC)
+    check = check_timezone([wrong], [DbBan("sshd", "45.155.205.1", NOW + 1, HOUR)], UTC)
     assert check.misread == 1
     assert list(check.entries) == [right]
 
@@ -146,31 +146,31 @@ def test_a_misread_start_is_read_again_as_fail2ban_s_zone_would_not_rounded_like
 def test_an_entry_without_a_row_is_read_with_the_offset_found() -> None:
     lines = [("45.155.205.1", NOW - 60, HOUR), ("45.155.205.2", NOW - 30, HOUR)]
     entries = read_as(UTC, lines)
-    check = check_zone(entries, [DbBan("sshd", "45.155.205.1", NOW - 60, HOUR)], UTC)
+    check = check_timezone(entries, [DbBan("sshd", "45.155.205.1", NOW - 60, HOUR)], UTC)
     assert check.misread == 1
     assert check.entries[1].start == datetime.fromtimestamp(NOW - 30, UTC)
     assert check.entries[1].end == datetime.fromtimestamp(NOW - 30 + HOUR, UTC)
 
 
-def test_the_right_zone_changes_nothing() -> None:
+def test_the_right_timezone_changes_nothing() -> None:
     lines = [("45.155.205.1", NOW - 60, HOUR), ("45.155.205.2", NOW - 60, -1)]
     entries = read_as(LA, lines)
-    check = check_zone(entries, [DbBan("sshd", ip, e, s) for ip, e, s in lines], LA)
+    check = check_timezone(entries, [DbBan("sshd", ip, e, s) for ip, e, s in lines], LA)
     assert check.misread == 0 and check.offsets == () and check.compared == 2
     assert list(check.entries) == entries
 
 
-def test_a_live_ban_s_truncated_start_is_not_a_zone_error() -> None:
+def test_a_live_ban_s_truncated_start_is_not_a_timezone_error() -> None:
     # a live ban prints its start truncated, the database rounds it: a second apart
     [entry] = read_as(LA, [("45.155.205.1", NOW, HOUR)])
-    check = check_zone([entry], [DbBan("sshd", "45.155.205.1", NOW + 1, HOUR)], LA)
+    check = check_timezone([entry], [DbBan("sshd", "45.155.205.1", NOW + 1, HOUR)], LA)
     assert check.misread == 0 and list(check.entries) == [entry]
 
 
-def test_a_difference_that_is_no_zone_offset_is_left_alone() -> None:
-    # e.g. a ban newer than its row (a lost database write): not the zone's doing
+def test_a_difference_that_is_no_timezone_offset_is_left_alone() -> None:
+    # e.g. a ban newer than its row (a lost database write): not the time zone's doing
     [entry] = read_as(LA, [("45.155.205.1", NOW, HOUR)])
-    check = check_zone([entry], [DbBan("sshd", "45.155.205.1", NOW - 1234, HOUR)], LA)
+    check = check_timezone([entry], [DbBan("sshd", "45.155.205.1", NOW - 1234, HOUR)], LA)
     assert check.misread == 0 and list(check.entries) == [entry]
 
 

@@ -4,6 +4,7 @@ command against a real fail2ban and the emulator's account list (bulk operations
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from reconcile.cloudflare.list_plan import (
@@ -16,7 +17,7 @@ from reconcile.cloudflare.list_plan import (
 )
 from reconcile.cloudflare.lists import item_rule
 from reconcile.cloudflare.retire import retire
-from reconcile.core.changes import Action, Plan, Policy
+from reconcile.core.changes import Action, Capacity, Plan, Policy
 from reconcile.core.model import Ban, Rule, RuleListing, Scope
 from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
@@ -179,6 +180,24 @@ def test_retiring_rules_keeps_the_rule_of_a_ban_the_list_has_no_room_for() -> No
     assert got["45.155.206.1"] is Action.EXPIRE  # the list blocks it now
     assert got["45.155.206.2"] is not Action.EXPIRE and got["2a06:4880:1:2::7"] is not Action.EXPIRE
     assert Action.ADD not in got.values()
+
+
+def test_capacity_is_typed_on_the_change_and_retiring_asks_it_not_the_reason() -> None:
+    bans = [ban("45.155.205.1", 50), ban("45.155.206.1", 1), ban("45.155.206.2", 90)]
+    fitted = fit_capacity(plan_of(bans, [own("45.155.205.1", 50)]), listed=1, capacity=1, host_id="web1").plan
+    got = {c.value: (c.action, c.capacity) for c in fitted.changes}
+    assert got == {
+        "45.155.205.1": (Action.EXPIRE, Capacity.EVICTED),  # web1's oldest own item makes room
+        "45.155.206.1": (Action.ADD, None),
+        "45.155.206.2": (Action.SKIP, Capacity.OVER),
+    }
+    zone = Scope("zone", "a" * 32)
+    note = format_note(TAG, Lease(("sshd",), ("web1",), NOW, None)) or ""
+    rules = RuleListing(zone, (Rule("1" * 32, zone, "ip", "45.155.206.2", "block", note),))
+    reworded = replace(fitted, changes=tuple(replace(c, reason="no room") for c in fitted.changes))
+    retired = retire(reworded, bans, [rules], POLICY, NOW, 1.0)
+    (kept,) = retired.changes  # the list has no room for it: its rule stays
+    assert kept.value == "45.155.206.2" and kept.action is not Action.EXPIRE
 
 
 # --- the installed command, a real fail2ban, the emulator's account list --------------------------------

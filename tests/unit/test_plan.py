@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.core.changes import Action, Plan, Policy
+from reconcile.core.changes import Action, Membership, Plan, Policy
 from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
 from reconcile.core.notes import Lease, format_note, parse_note
 from reconcile.core.planner import make_plan
@@ -482,6 +482,22 @@ def test_take_over_of_an_ended_lease_writes_this_host_alone():
     written = parse_note(change.notes, TAG)
     assert change.action is Action.RENEW and written is not None
     assert written.hosts == ("web1",) and written.until == B.until
+
+
+def test_join_leave_and_take_over_are_typed_renewals():
+    def planned(bans, notes):
+        change = only(plan_of(bans, [rule("45.155.205.10", notes)]))
+        assert change.action is Action.RENEW
+        return change.membership
+
+    assert planned([B], lease(B, "web2", until=NOW + 9 * H)) is Membership.JOIN
+    assert planned([], lease(B, ["web1", "web2"], until=NOW + 9 * H)) is Membership.LEAVE
+    assert planned([B], lease(ban("45.155.205.10", since=-5, until=-1), "web2")) is Membership.TAKE_OVER
+    assert planned([B], lease(B, "web1", until=NOW + 9 * H)) is None  # its own lease changed
+    allowlisted = Policy(tag=TAG, host_id="web1", allowlist=(ipaddress.ip_network("45.155.205.0/24"),))
+    shared = rule("45.155.205.10", lease(B, ["web1", "web2"], until=NOW + 9 * H))
+    leave = only(plan_of([B], [shared], policy=allowlisted))
+    assert leave.membership is Membership.LEAVE and leave.ban is None
 
 
 def test_cloudflare_ranges_are_skipped_only_when_configured():

@@ -1,0 +1,67 @@
+"""Opening the edge from the configuration: the pacing, the client (the transport) and the backend that
+`[cloudflare] backend` names, built here once for a run, `--check` and `--explain` alike (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconcile.cloudflare.backend import Backend
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rules import Client, RulesBackend
+from reconcile.config import Config
+from reconcile.core import ranges
+from reconcile.core.changes import Policy
+from reconcile.core.model import Scope
+
+
+def make_pacer(config: Config) -> Pacer:
+    """The rate, the request budget and the time limit of one run; the limit counts from now."""
+    return Pacer(
+        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
+    )
+
+
+def make_client(
+    config: Config, credentials: Credentials, pacer: Pacer | None = None, **options: Any
+) -> Client:
+    """The client every backend talks through; paced by `pacer`, else by a new one that starts now.
+
+    `options` (sleep, per_page, session) are for tests.
+    """
+    return Client(
+        config.cloudflare.api_base_url,
+        credentials,
+        pacer=pacer or make_pacer(config),
+        timeout=config.cloudflare.timeout,
+        retries=config.cloudflare.retries,
+        **options,
+    )
+
+
+def make_backend(config: Config, client: Client) -> Backend:
+    """The backend `[cloudflare] backend` names, over `client` (its transport)."""
+    if config.cloudflare.backend == "list":
+        from reconcile.cloudflare.lists import ListBackend  # only the list backend's runs need it
+
+        return ListBackend(client, config)
+    return RulesBackend(client, _scopes_of(config), config.cloudflare.mode)
+
+
+def _scopes_of(config: Config) -> list[Scope]:
+    if config.cloudflare.account_id:
+        return [Scope("account", config.cloudflare.account_id)]
+    return [Scope("zone", zone) for zone in config.cloudflare.zone_ids]
+
+
+def policy_of(config: Config) -> Policy:
+    """What the backend plans with: how this host's rules are written, and what is never blocked."""
+    return Policy(
+        tag=config.cloudflare.tag,
+        host_id=config.policy.host_id,
+        mode=config.cloudflare.mode,
+        allowlist=config.policy.allowlist,
+        max_rule_age=config.policy.max_rule_age,
+        cloudflare_ranges=ranges.ALL if config.policy.skip_cloudflare_ranges else (),
+    )
