@@ -1,5 +1,5 @@
-"""The list backend's own planning, pure (DESIGN §9): IPv6 bans as their /64 items, bans a foreign item
-already covers, and the plan fitted into the list's room.
+"""The list backend's own planning, pure (DESIGN §9): items read as rules, IPv6 bans as their /64 items, bans
+a foreign item already covers, and the plan fitted into the list's room.
 """
 
 from __future__ import annotations
@@ -7,12 +7,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
+from reconcile.cloudflare.answers import timestamp
 from reconcile.core.addresses import is_allowlisted
 from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKind, Plan
-from reconcile.core.model import Ban, IPAddress, Network, Rule
+from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import parse_note
 from reconcile.core.planner import owner_of
+from reconcile.errors import CloudflareError
 
 IPV6_PREFIX = 64  # Cloudflare takes IPv6 only as prefixes of /64 or shorter
 
@@ -176,3 +179,38 @@ def _since(change: Change) -> float:
 
 # The reason shown for a ban the list has no room for (DESIGN §9); code asks Change.capacity instead.
 OVER_CAPACITY = "over list capacity"
+
+
+def item_rule(item: dict[str, Any], scope: Scope, mode: str, shown: str) -> Rule:
+    """One listed item as the rule the planner reads (an item has no mode: the WAF rule's is `mode`)."""
+
+    def bad(what: str) -> CloudflareError:
+        return CloudflareError(f"unexpected list item in answer: {what}", method="GET", path=shown)
+
+    item_id, ip, comment = item.get("id"), item.get("ip"), item.get("comment")
+    if not isinstance(item_id, str) or not item_id:
+        raise bad("no id")
+    if not isinstance(ip, str):
+        raise bad(f"item {item_id} has no ip")
+    if comment is not None and not isinstance(comment, str):
+        raise bad(f"item {item_id} has a comment of type {type(comment).__name__}")
+    try:
+        net = ipaddress.ip_network(ip, strict=False)
+    except ValueError:
+        raise bad(f"item {item_id} has ip {ip[:60]!r}, not an address or CIDR") from None
+    if net.num_addresses == 1:
+        target, value = "ip", str(net.network_address)
+    elif net.version == 6 and net.prefixlen == IPV6_PREFIX:
+        target, value = "ip6", net.network_address.compressed
+    else:
+        target, value = "ip_range", str(net)
+    return Rule(
+        id=item_id,
+        scope=scope,
+        target=target,
+        value=value,
+        mode=mode,
+        notes=comment or "",
+        created_on=timestamp(item.get("created_on"), item_id, "created_on", bad),
+        modified_on=timestamp(item.get("modified_on"), item_id, "modified_on", bad),
+    )

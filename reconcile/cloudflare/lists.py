@@ -12,7 +12,6 @@ end before the next is sent. Never `PUT`: it would replace the operator's items.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,16 +21,16 @@ from typing import Any
 from urllib.parse import quote
 
 from reconcile.cloudflare import waf
-from reconcile.cloudflare.answers import show, timestamp
+from reconcile.cloudflare.answers import show
 from reconcile.cloudflare.backend import Found, ListFound, ZoneEnforcement
 from reconcile.cloudflare.list_plan import (
-    IPV6_PREFIX,
     fit_capacity,
     foreign_cover,
     group_bans,
     item_covers,
     item_ip,
     item_network,
+    item_rule,
     label_networks,
     spare_allowlisted,
 )
@@ -57,41 +56,6 @@ OPERATION_LIMIT = 60.0  # seconds an operation may take before the run stops wai
 
 
 # --- pure: /64 grouping, foreign cover, capacity -----------------------------------------------------------
-
-
-def item_rule(item: dict[str, Any], scope: Scope, mode: str, shown: str) -> Rule:
-    """One listed item as the rule the planner reads (an item has no mode: the WAF rule's is `mode`)."""
-
-    def bad(what: str) -> CloudflareError:
-        return CloudflareError(f"unexpected list item in answer: {what}", method="GET", path=shown)
-
-    item_id, ip, comment = item.get("id"), item.get("ip"), item.get("comment")
-    if not isinstance(item_id, str) or not item_id:
-        raise bad("no id")
-    if not isinstance(ip, str):
-        raise bad(f"item {item_id} has no ip")
-    if comment is not None and not isinstance(comment, str):
-        raise bad(f"item {item_id} has a comment of type {type(comment).__name__}")
-    try:
-        net = ipaddress.ip_network(ip, strict=False)
-    except ValueError:
-        raise bad(f"item {item_id} has ip {ip[:60]!r}, not an address or CIDR") from None
-    if net.num_addresses == 1:
-        target, value = "ip", str(net.network_address)
-    elif net.version == 6 and net.prefixlen == IPV6_PREFIX:
-        target, value = "ip6", net.network_address.compressed
-    else:
-        target, value = "ip_range", str(net)
-    return Rule(
-        id=item_id,
-        scope=scope,
-        target=target,
-        value=value,
-        mode=mode,
-        notes=comment or "",
-        created_on=timestamp(item.get("created_on"), item_id, "created_on", bad),
-        modified_on=timestamp(item.get("modified_on"), item_id, "modified_on", bad),
-    )
 
 
 # --- the backend ---------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from reconcile.cloudflare.list_plan import (
     fit_capacity,
     foreign_cover,
     group_bans,
+    item_rule,
     label_networks,
     spare_allowlisted,
 )
-from reconcile.cloudflare.lists import item_rule
 from reconcile.cloudflare.retire import retire
 from reconcile.core.changes import Action, Capacity, Plan, Policy
 from reconcile.core.model import Ban, Rule, RuleListing, Scope
