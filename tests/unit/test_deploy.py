@@ -27,6 +27,7 @@ from reconcile import metrics, run
 from reconcile.cloudflare import credentials
 from reconcile.config_keys import CloudflareSection, EnrichSection, RunSection, key_fields, spec
 from reconcile.config_parse import parse_section
+from reconcile.core.changes import Action, Capacity, Change, Plan
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.core.render import Stats
 from reconcile.errors import Fail2banError
@@ -327,3 +328,18 @@ def test_publish_warns_instead_of_failing(tmp_path: Path) -> None:
         run.Outcome(datetime.now(UTC)), unset
     )  # no textfile configured: nothing written, nothing logged
     assert len(records) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_metrics_count_what_the_list_had_no_room_for(tmp_path: Path) -> None:
+    """reconcile_over_capacity counts the bans skipped for room (Capacity.OVER), not the items evicted."""
+    config = config_mod.from_mapping({"cloudflare": {"zone_ids": [ZONE_ID]}}, tmp_path / "c.toml")
+    skipped = [
+        Change(Action.SKIP, f"45.155.205.{n}", "over list capacity", capacity=Capacity.OVER)
+        for n in (1, 2, 3)
+    ]
+    evicted = Change(Action.EXPIRE, "45.155.205.9", "over list capacity: …", capacity=Capacity.EVICTED)
+    other = Change(Action.SKIP, "10.0.0.1", "allowlisted")
+    plan = Plan((*skipped, evicted, other))
+    outcome = run.Outcome(datetime.now(UTC), plan=plan, stats=Stats(0, 0.1))
+    got = families_of(metrics.render(outcome, config, datetime(2026, 11, 21, 10, 0, tzinfo=UTC)))
+    assert got["reconcile_over_capacity"] == {(): 3}
