@@ -41,7 +41,7 @@ from reconcile.cloudflare.transport import ApiError
 from reconcile.config import Config
 from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Change, Plan, Policy
-from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.planner import make_plan
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited, ReconcileError
 
@@ -99,7 +99,7 @@ class ListBackend:
 
     @property
     def scope(self) -> Scope:
-        return Scope("list", self.list_id)
+        return Scope(ScopeKind.LIST, self.list_id)
 
     def close(self) -> None:
         self.transport.close()
@@ -122,7 +122,8 @@ class ListBackend:
             if not self._unenforced:
                 # The list blocks in every zone: the rules this host made there can go (see the class).
                 listings += [
-                    list_scope(self.transport, Scope("zone", z)) for z in self.config.cloudflare.zone_ids
+                    list_scope(self.transport, Scope(ScopeKind.ZONE, z))
+                    for z in self.config.cloudflare.zone_ids
                 ]
         return listings
 
@@ -256,13 +257,13 @@ class ListBackend:
         now: datetime,
     ) -> Plan:
         grouped, groups = group_bans(bans, policy.allowlist)
-        ours = [listing for listing in listings if listing.scope.kind == "list"]
+        ours = [listing for listing in listings if listing.scope.kind == ScopeKind.LIST]
         plan = make_plan(grouped, invalid, ours, policy, now)
         plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
         plan = spare_allowlisted(plan, policy.allowlist)
         fitted = fit_capacity(plan, self._listed, self.config.cloudflare.list_capacity, policy.host_id)
         self._expiries_first = fitted.expiries_first
-        retiring = [listing for listing in listings if listing.scope.kind != "list"]
+        retiring = [listing for listing in listings if listing.scope.kind != ScopeKind.LIST]
         if not retiring:
             return fitted.plan
         retired = retire(fitted.plan, bans, retiring, policy, now, self.config.policy.max_expire_fraction)
@@ -277,7 +278,7 @@ class ListBackend:
     def apply(self, plan: Plan) -> Applied:
         mine = Plan(tuple(c for c in plan.changes if c.scope == self.scope))
         applied = self._apply_list(mine)
-        rules = Plan(tuple(c for c in plan.changes if c.scope is not None and c.scope.kind == "zone"))
+        rules = Plan(tuple(c for c in plan.changes if c.scope is not None and c.scope.kind == ScopeKind.ZONE))
         if not rules.writes():
             return applied
         if applied.stopped is not None or applied.count(Result.FAILED):

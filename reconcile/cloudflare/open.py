@@ -13,7 +13,7 @@ from reconcile.cloudflare.rules import Client, RulesBackend
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.changes import Policy
-from reconcile.core.model import Scope
+from reconcile.core.model import Scope, ScopeKind
 
 
 def make_pacer(config: Config) -> Pacer:
@@ -51,8 +51,8 @@ def make_backend(config: Config, client: Client) -> Backend:
 
 def _scopes_of(config: Config) -> list[Scope]:
     if config.cloudflare.account_id:
-        return [Scope("account", config.cloudflare.account_id)]
-    return [Scope("zone", zone) for zone in config.cloudflare.zone_ids]
+        return [Scope(ScopeKind.ACCOUNT, config.cloudflare.account_id)]
+    return [Scope(ScopeKind.ZONE, zone) for zone in config.cloudflare.zone_ids]
 
 
 def policy_of(config: Config) -> Policy:

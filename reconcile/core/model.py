@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,16 +45,22 @@ class Ban:
     until: datetime | None
 
 
+class ScopeKind(StrEnum):
+    ZONE = "zone"
+    ACCOUNT = "account"  # a rule there covers every zone of the account
+    LIST = "list"  # the account IP list (DESIGN §9): its id is the list's
+
+
 @dataclass(frozen=True)
 class Scope:
-    """Where rules live: one zone, or one account (a rule there covers every zone)."""
+    """Where blocks live: one zone's or one account's IP Access Rules, or the account IP list."""
 
-    kind: str  # "zone" | "account"
+    kind: ScopeKind
     id: str
 
     @property
     def rules_path(self) -> str:
-        prefix = "zones" if self.kind == "zone" else "accounts"
+        prefix = "zones" if self.kind == ScopeKind.ZONE else "accounts"
         return f"/{prefix}/{self.id}/firewall/access_rules/rules"
 
     def __str__(self) -> str:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconcile.core.changes import Action, Policy
 from reconcile.core.merge import merge
-from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
 from reconcile.fail2ban.parse import parse_banip_with_time
@@ -56,7 +56,7 @@ def test_parse_and_merge_10k_lines():
 
 
 def test_plan_10k_bans_against_10k_rules():
-    scope = Scope("zone", ZONE_ID)
+    scope = Scope(ScopeKind.ZONE, ZONE_ID)
     ips = addresses(N)
     bans = [
         Ban(ipaddress.ip_address(ip), ("sshd",), NOW - timedelta(minutes=5), NOW + timedelta(hours=1))

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from reconcile.core import ranges
 from reconcile.core.changes import Policy
-from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TAG = "Blocked by fail2ban"
 BANS, RULES = 100_000, 50_000
-SCOPE = Scope("zone", "023e105f4ecef8ad9ca31a8372d0c353")
+SCOPE = Scope(ScopeKind.ZONE, "023e105f4ecef8ad9ca31a8372d0c353")
 CASES = ("1 host", "4 hosts")
 FLEET = ("web1", "web2", "web3", "web4")
 OTHERS = ("web2", "web3", "web4", "web5")  # a set this host (web1) is not in: it joins

@@ -11,10 +11,10 @@ from reconcile.cloudflare.rule_writes import apply
 from reconcile.cloudflare.rules import Client
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action, Change, Plan
-from reconcile.core.model import Ban, Rule, Scope
+from reconcile.core.model import Ban, Rule, Scope, ScopeKind
 from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator
 
-ZONE = Scope("zone", ZONE_ID)
+ZONE = Scope(ScopeKind.ZONE, ZONE_ID)
 TAG = "Blocked by fail2ban"
 SINCE = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 GONE_ID = "0" * 32  # a rule id the server does not have (any more)

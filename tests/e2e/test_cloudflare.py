@@ -18,7 +18,7 @@ from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client, IncompleteListing
 from reconcile.cloudflare.transport import ApiError, TokenStatus
-from reconcile.core.model import Scope
+from reconcile.core.model import Scope, ScopeKind
 from reconcile.errors import BudgetExhausted, CloudflareError, RateLimited
 from tests.support.cf_emulator import (
     ACCOUNT_ID,
@@ -34,8 +34,8 @@ from tests.support.cf_emulator import (
 )
 
 TAG = "Blocked by fail2ban"
-ZONE = Scope("zone", ZONE_ID)
-ACCOUNT = Scope("account", ACCOUNT_ID)
+ZONE = Scope(ScopeKind.ZONE, ZONE_ID)
+ACCOUNT = Scope(ScopeKind.ACCOUNT, ACCOUNT_ID)
 WRONG_TOKEN = "cf-wrong-token-Vv31Xq8"
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action
-from reconcile.core.model import Scope
+from reconcile.core.model import Scope, ScopeKind
 from reconcile.core.notes import NoteKind, parse_note
 from reconcile.errors import BudgetExhausted, RateLimited, ReconcileError
 from reconcile.run import Outcome
@@ -43,7 +43,7 @@ from tests.support.harness import (
 pytestmark = pytest.mark.fail2ban
 
 TAG = "Blocked by fail2ban"
-ZONE = Scope("zone", ZONE_ID)
+ZONE = Scope(ScopeKind.ZONE, ZONE_ID)
 JAIL = "sshd"
 RETRIES = 1  # two attempts per request
 TIMEOUT = 0.5  # the client's HTTP timeout (s)

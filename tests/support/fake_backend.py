@@ -12,11 +12,11 @@ from datetime import datetime
 from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Plan, Policy
-from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.planner import make_plan
 from reconcile.errors import CloudflareError, RateLimited
 
-SCOPE = Scope("zone", "f" * 32)
+SCOPE = Scope(ScopeKind.ZONE, "f" * 32)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from reconcile import config as config_mod
 from reconcile.cloudflare.backend import Backend, ListFound, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.open import make_backend, make_client
-from reconcile.core.model import Rule, Scope
+from reconcile.core.model import Rule, Scope, ScopeKind
 from reconcile.errors import CloudflareError
 from reconcile.ops import check
 from tests.support.fake_backend import SCOPE, FakeBackend
@@ -100,9 +100,9 @@ def rules_route(method: str, path: str, query: dict[str, str]) -> Answer:
 def test_rules_existing_reads_each_scope_on_its_own(tmp_path: Path) -> None:
     backend, session = open_backend(tmp_path, rules_route, zone_ids=[ZONE_A, ZONE_B])
     first, second = backend.existing()
-    assert isinstance(first, ScopeFound) and first.scope == Scope("zone", ZONE_A) and not first.error
+    assert isinstance(first, ScopeFound) and first.scope == Scope(ScopeKind.ZONE, ZONE_A) and not first.error
     assert first.listing is not None and first.listing.complete and len(first.listing.rules) == 3
-    assert isinstance(second, ScopeFound) and second.scope == Scope("zone", ZONE_B)
+    assert isinstance(second, ScopeFound) and second.scope == Scope(ScopeKind.ZONE, ZONE_B)
     assert second.listing is None and "HTTP 403" in second.error and "Authentication error" in second.error
     assert session.writes() == []
 
@@ -111,7 +111,7 @@ def test_rules_covering_finds_the_address_and_its_ranges_and_plans_it_as_itself(
     backend, session = open_backend(tmp_path, rules_route, zone_ids=[ZONE_A])
     ip = ipaddress.ip_address("45.155.205.1")
     (listing,) = backend.covering(ip)
-    assert listing.scope == Scope("zone", ZONE_A)
+    assert listing.scope == Scope(ScopeKind.ZONE, ZONE_A)
     assert sorted(r.value for r in listing.rules) == ["45.155.205.0/24", "45.155.205.1"]
     assert backend.planned_as(ip) == ip and backend.enforcement_status() == ()
     assert [q["configuration.value"] for _, _, q in session.calls] == [
@@ -128,7 +128,7 @@ def test_rules_covering_yields_the_scopes_read_before_a_failure(tmp_path: Path) 
     with pytest.raises(CloudflareError, match="HTTP 403"):
         for listing in backend.covering(ipaddress.ip_address("45.155.205.1")):
             read.append(listing.scope)
-    assert read == [Scope("zone", ZONE_A)]
+    assert read == [Scope(ScopeKind.ZONE, ZONE_A)]
 
 
 # --- the account IP list --------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_check_renders_the_backends_findings_with_their_names_and_texts() -> Non
             "see the error; the token may lack a permission (README §2)",
         ),
         (
-            ScopeFound(Scope("account", ACCOUNT), None, "GET /y -> HTTP 403: no"),
+            ScopeFound(Scope(ScopeKind.ACCOUNT, ACCOUNT), None, "GET /y -> HTTP 403: no"),
             check.Status.FAIL,
             "GET /y -> HTTP 403: no",
             "see the error; the token may lack a permission (README §2)",

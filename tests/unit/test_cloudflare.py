@@ -18,7 +18,7 @@ from reconcile.cloudflare.answers import retry_after
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client, IncompleteListing, _parse_rule
-from reconcile.core.model import Rule, Scope
+from reconcile.core.model import Rule, Scope, ScopeKind
 from reconcile.errors import CloudflareError, ConfigError
 from tests.support.cf_emulator import (
     EMAIL,
@@ -28,7 +28,7 @@ from tests.support.cf_emulator import (
 )
 
 TAG = "Blocked by fail2ban"
-ZONE = Scope("zone", ZONE_ID)
+ZONE = Scope(ScopeKind.ZONE, ZONE_ID)
 
 
 # --- pure parts -----------------------------------------------------------------------------------------

@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 
 from reconcile.cloudflare.rule_writes import Created, apply
 from reconcile.core.changes import Action, Policy
-from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import NoteKind, parse_note
 from reconcile.core.planner import make_plan
 from reconcile.errors import BudgetExhausted
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-ZONE = Scope("zone", "023e105f4ecef8ad9ca31a8372d0c353")
+ZONE = Scope(ScopeKind.ZONE, "023e105f4ecef8ad9ca31a8372d0c353")
 POOL = ("45.155.205.1", "45.155.205.2", "45.155.205.3", "2a06:4880::1", "2a06:4880::2")
 HOSTS = ("web1", "web2", "web3", "web4")
 

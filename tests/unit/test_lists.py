@@ -18,13 +18,13 @@ from reconcile.cloudflare.list_plan import (
 )
 from reconcile.cloudflare.retire import retire
 from reconcile.core.changes import Action, Capacity, Plan, Policy
-from reconcile.core.model import Ban, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-LIST = Scope("list", "c" * 32)
+LIST = Scope(ScopeKind.LIST, "c" * 32)
 POLICY = Policy(tag=TAG, host_id="web1")
 
 
@@ -160,7 +160,7 @@ def test_a_full_list_of_others_skips_every_add_and_an_overfull_list_is_not_shrun
 
 
 def test_retiring_rules_keeps_the_rule_of_a_ban_the_list_has_no_room_for() -> None:
-    zone = Scope("zone", "a" * 32)
+    zone = Scope(ScopeKind.ZONE, "a" * 32)
     rules = [
         Rule(
             f"{i:032x}",
@@ -191,7 +191,7 @@ def test_capacity_is_typed_on_the_change_and_retiring_asks_it_not_the_reason() -
         "45.155.206.1": (Action.ADD, None),
         "45.155.206.2": (Action.SKIP, Capacity.OVER),
     }
-    zone = Scope("zone", "a" * 32)
+    zone = Scope(ScopeKind.ZONE, "a" * 32)
     note = format_note(TAG, Lease(("sshd",), ("web1",), NOW, None)) or ""
     rules = RuleListing(zone, (Rule("1" * 32, zone, "ip", "45.155.206.2", "block", note),))
     reworded = replace(fitted, changes=tuple(replace(c, reason="no room") for c in fitted.changes))

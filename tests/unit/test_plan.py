@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconcile.core.changes import Action, Membership, Plan, Policy
-from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope
+from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note, parse_note
 from reconcile.core.planner import make_plan
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-ZONE = Scope("zone", "023e105f4ecef8ad9ca31a8372d0c353")
-ZONE2 = Scope("zone", "9a7806061c88ada191ed06f989cc3dac")
+ZONE = Scope(ScopeKind.ZONE, "023e105f4ecef8ad9ca31a8372d0c353")
+ZONE2 = Scope(ScopeKind.ZONE, "9a7806061c88ada191ed06f989cc3dac")
 POLICY = Policy(tag=TAG, host_id="web1")
 H = timedelta(hours=1)
 

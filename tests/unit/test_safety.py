@@ -3,11 +3,11 @@
 import pytest
 
 from reconcile.core.changes import Action, Change, Plan
-from reconcile.core.model import Scope
+from reconcile.core.model import Scope, ScopeKind
 from reconcile.core.safety import unsafe_reasons
 
-ZONE = Scope("zone", "023e105f4ecef8ad9ca31a8372d0c353")
-OTHER = Scope("zone", "9a7806061c88ada191ed06f989cc3dac")
+ZONE = Scope(ScopeKind.ZONE, "023e105f4ecef8ad9ca31a8372d0c353")
+OTHER = Scope(ScopeKind.ZONE, "9a7806061c88ada191ed06f989cc3dac")
 
 
 def plan_with(managed: int, expiring: int, scope=ZONE, extra=()) -> Plan:
