@@ -1,6 +1,7 @@
 """One reconcile run, end to end: read both sides, plan, check safety, apply (DESIGN §1).
 
-The thin action that wires the edges (fail2ban.py, a backend.Backend) to the pure core (plan, safety).
+The thin action that wires the edges (fail2ban/, a cloudflare backend) to the pure core (core/: the planner,
+the safety guard).
 Which resource holds the blocks, and how it is listed and written, is the backend's business.
 """
 

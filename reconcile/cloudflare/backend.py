@@ -75,7 +75,7 @@ class Backend(Protocol):
         policy: Policy,
         now: datetime,
     ) -> Plan:
-        """plan.make_plan, with whatever the backend must do to its input and output."""
+        """core.planner.make_plan, with whatever the backend must do to its input and output."""
         ...
 
     def apply(self, plan: Plan) -> Applied:

@@ -2,10 +2,10 @@
 
 Items are `{ip, comment}`; the comment carries the same notes as a rule (§4), so the planner reads an item
 as a rule (target `ip` for an IPv4 address, `ip6` for a /64, `ip_range` for any other CIDR) and plans as
-for rules. What is this backend's own business, as pure helpers around the planner:
+for rules. What is this backend's own business runs as pure helpers around the planner (list_plan.py):
 - before planning, IPv6 bans become their /64 (`group_bans`): one item for every banned address in it;
-- after planning (`settle`): the /64 items are named so (`2a06:4880:1:2::/64`), a ban a foreign wider CIDR
-  already covers is foreign, and the plan is fitted into `list_capacity` (`fit_capacity`).
+- after planning, the /64 items are named so (`label_networks`: `2a06:4880:1:2::/64`), a ban a foreign wider
+  CIDR already covers is foreign (`foreign_cover`), and the plan is fitted into the room (`fit_capacity`).
 Writes are bulk upserts (`POST …/items`) and bulk deletes by id, one operation at a time, each polled to its
 end before the next is sent. Never `PUT`: it would replace the operator's items.
 """
@@ -53,9 +53,6 @@ BATCH = 1000  # items per bulk write
 POLL_FIRST = 1.0  # seconds before the first poll of an operation, doubling up to POLL_MAX
 POLL_MAX = 8.0
 OPERATION_LIMIT = 60.0  # seconds an operation may take before the run stops waiting for it
-
-
-# --- pure: /64 grouping, foreign cover, capacity -----------------------------------------------------------
 
 
 # --- the backend ---------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The one place that opens the whois socket: origin AS of banned addresses, in Team Cymru's bulk mode.
+"""One run's enrichment (DESIGN §10): the origin AS of the addresses about to be written, fresh cache entries
+first, the rest in one bulk query (whois.py, the one module that opens the whois socket).
 
-Pure parts (the query, the answer parser, the cache document) are apart from the IO (one TCP connection
-per run, the JSON cache file). `enrich` is what a run calls: it never raises on a network or cache
-failure, and the whole lookup is bounded by its `timeout` (DESIGN §10).
+`enrich` is what a run calls: it never raises on a network or cache failure, and the whole lookup is
+bounded by its `timeout`. The wire format is cymru.py's, the cache file cache.py's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""fail2ban's answers turned into values: jail lists, ban lines, and bans merged per address. No IO."""
+"""fail2ban's answers turned into values: jail lists, ban lines in fail2ban's time zone, the database's path
+and a jail's ban times. No IO (merging bans per address is core/merge.py's)."""
 
 from __future__ import annotations
 
