@@ -153,7 +153,7 @@ def execute(
             return Stats(backend.requests, time.monotonic() - started, backend.rate_limited)
 
         try:
-            listings = backend.listings()
+            listings = backend.listings(read_only=options.report)
             now = clock()
             plan = backend.plan(bans, invalid, listings, policy_of(config), now)
             enrichment: Enrichment | None = None

@@ -63,8 +63,10 @@ class Backend(Protocol):
     @property
     def rate_limited(self) -> int: ...
 
-    def listings(self) -> list[RuleListing]:
-        """Everything at the edge that the plan must see (ours and foreign), one listing per scope."""
+    def listings(self, *, read_only: bool = False) -> list[RuleListing]:
+        """Everything at the edge that the plan must see (ours and foreign), one listing per scope.
+
+        `read_only` (--report): create nothing to list it (the list backend's list, when missing)."""
         ...
 
     def plan(

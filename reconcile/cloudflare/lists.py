@@ -103,9 +103,10 @@ class ListBackend:
 
     # --- reading ---
 
-    def listings(self) -> list[RuleListing]:
-        self.list_id = self._find_or_create()
-        rules, complete = self._items()
+    def listings(self, *, read_only: bool = False) -> list[RuleListing]:
+        # --report creates nothing (DESIGN §7): without the list, it plans against an empty one.
+        self.list_id = self._find(self.config.cloudflare.list_name) if read_only else self._find_or_create()
+        rules, complete = self._items() if self.list_id else ([], True)
         self._rules, self._listed = tuple(rules), len(rules)
         listings = [RuleListing(self.scope, self._rules, complete)]
         if self.config.cloudflare.waf_rule != "off":

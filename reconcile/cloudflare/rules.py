@@ -275,8 +275,8 @@ class RulesBackend:
     def rate_limited(self) -> int:
         return self.client.rate_limited
 
-    def listings(self) -> list[RuleListing]:
-        return [list_scope(self.client, scope) for scope in self.scopes]
+    def listings(self, *, read_only: bool = False) -> list[RuleListing]:
+        return [list_scope(self.client, scope) for scope in self.scopes]  # listing writes nothing either way
 
     def plan(
         self,

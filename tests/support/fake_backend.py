@@ -29,8 +29,10 @@ class FakeBackend:
     requests: int = 0
     rate_limited: int = 0
     mode: str = "block"
+    read_only: list[bool] = field(default_factory=list)  # each listings() call's read_only
 
-    def listings(self) -> list[RuleListing]:
+    def listings(self, *, read_only: bool = False) -> list[RuleListing]:
+        self.read_only.append(read_only)
         self.requests += 1
         return [RuleListing(SCOPE, tuple(self.rules.values()))]
 

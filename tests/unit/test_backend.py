@@ -103,6 +103,9 @@ def test_a_report_writes_nothing_and_asks_no_enforcement(tmp_path: Path) -> None
     fake = FakeBackend(unenforced=("never asked",))
     outcome = run(tmp_path, fake, *IPS, report=True)
     assert fake.rules == {} and outcome.applied is None and outcome.exit_code == EXIT_OK
+    assert fake.read_only == [True]  # and the backend was told to create nothing to list
+    run(tmp_path, fake, *IPS)
+    assert fake.read_only == [True, False]
 
 
 # --- [cloudflare] backend keys ----------------------------------------------------------------------------

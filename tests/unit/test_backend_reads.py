@@ -201,6 +201,17 @@ def test_list_covering_keeps_only_the_items_that_block_the_address(
     assert session.writes() == []
 
 
+def test_a_report_without_the_list_creates_none_and_plans_against_an_empty_one(tmp_path: Path) -> None:
+    """DESIGN §7: --report writes nothing anywhere, with either backend: no list is created."""
+    backend, session = list_backend(tmp_path, list_route(listed=False), waf_rule="off")
+    (listing,) = backend.listings(read_only=True)
+    assert listing.scope.kind == ScopeKind.LIST and listing.rules == () and listing.complete
+    assert session.writes() == [] and session.calls == [("GET", LISTS, {})]
+    present, session = list_backend(tmp_path, list_route(), waf_rule="off")
+    (listing,) = present.listings(read_only=True)
+    assert len(listing.rules) == 3 and session.writes() == []
+
+
 def test_list_covering_without_a_list_yields_nothing(tmp_path: Path) -> None:
     backend, session = list_backend(tmp_path, list_route(listed=False))
     assert list(backend.covering(ipaddress.ip_address("45.155.205.1"))) == []
