@@ -28,7 +28,7 @@ from reconcile.core.notes import NoteKind, parse_note
 from reconcile.errors import BudgetExhausted, RateLimited, ReconcileError
 from reconcile.run import Outcome
 from tests.support.cf_emulator import ZONE_ID, CloudflareEmulator, RequestRecord, checked_emulator
-from tests.support.f2b_server import F2B, running_f2b
+from tests.support.f2b_server import F2B, ServerPool
 from tests.support.harness import (
     FAULT_STEPS,
     CountingSession,
@@ -46,11 +46,10 @@ TAG = "Blocked by fail2ban"
 ZONE = Scope("zone", ZONE_ID)
 JAIL = "sshd"
 RETRIES = 1  # two attempts per request
-TIMEOUT = 0.5  # the client's HTTP timeout (s)
-DELAY = 1.0  # the "delay" fault: past the client's timeout
-# The "late" fault answers this long after doing the work: well past the client's timeout (which has a
-# floor of 1 s), so that no answer races the client's give-up.
-LATE = 2.0
+TIMEOUT = 0.5  # the client's HTTP timeout (s); the client raises it to its floor of 1 s
+# The "delay" and "late" faults answer once the client has given up and closed the connection (at the
+# latest after this long), so no answer races the client's timeout however loaded the machine is.
+DELAY = LATE = 30.0
 PER_PAGE = 5  # in-process pages: 15 rules -> 3 full pages (total_pages ends the listing)
 
 # fail2ban's bans (all in sshd) and what the seeded rules make of them
@@ -247,8 +246,8 @@ def clean_run_converges(world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-def banned_f2b() -> Iterator[F2B]:
-    with running_f2b() as srv:
+def banned_f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    with f2b_pool.server() as srv:
         srv.ban(JAIL, *BANNED)
         yield srv
 
@@ -347,7 +346,7 @@ def check_outcome(outcome: Outcome, step: str, absorbed: bool, listing_failed: b
 def faulted_request(cf: CloudflareEmulator, step: str) -> RequestRecord:
     """The request that took the fault: the first of its method (the page-2 GET for a later page).
 
-    A delayed request is logged when answered, after its retry; pages and rule paths still identify it.
+    A delayed request is logged once carried out, before its retry (the emulator keeps their order).
     """
     same = [r for r in cf.requests if r.method == METHOD[step]]
     if step == "later page":

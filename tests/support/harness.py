@@ -179,8 +179,11 @@ FAULT_STEPS = {
 }
 
 
-def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 1.0) -> None:
-    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay" and "late")."""
+def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 30.0) -> None:
+    """The next `count` requests of a step get fault `kind`.
+
+    `delay` only matters for "delay" and "late": they answer once the client gave up, at the latest then.
+    """
     if step == "later page":
         # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
         # and the fault queued behind it hits the next GET: page 2.
@@ -207,8 +210,8 @@ class CountingSession(requests.Session):
 def wait_for_requests(cf: CloudflareEmulator, count: int, timeout: float = 15.0) -> None:
     """Poll until the emulator has logged `count` requests since its log was cleared.
 
-    A "delay" fault answers (and logs) after the client gave up, so a run can end before its last
-    request lands; checks of the emulator's state wait for that here.
+    A "delay" fault is carried out (and logged) once the client gave up, so a run can end before its
+    last request lands; checks of the emulator's state wait for that here.
     """
     deadline = time.monotonic() + timeout
     while len(cf.requests) < count:
