@@ -15,7 +15,7 @@ import pytest
 
 from reconcile.core.notes import parse_note
 from tests.support.cf_emulator import TOKEN, CloudflareEmulator
-from tests.support.f2b_server import F2B, running_f2b
+from tests.support.f2b_server import F2B, ServerPool
 from tests.support.harness import Harness, make_harness, requests_made
 
 pytestmark = [pytest.mark.fail2ban, pytest.mark.slow]
@@ -25,8 +25,8 @@ POOL = [f"45.77.1.{i}" for i in range(1, 9)] + ["2a06:4880:7::1", "2a06:4880:7::
 
 
 @pytest.fixture
-def web2_f2b() -> Iterator[F2B]:
-    with running_f2b() as server:
+def web2_f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    with f2b_pool.server() as server:
         yield server
 
 

@@ -1,16 +1,25 @@
 """A real, private fail2ban-server for tests (fail2ban-facts.md §13).
 
 Foreground server under Popen in a short /tmp/f2b-XXXX dir (AF_UNIX paths must stay under 108 bytes),
-five jails with no-op actions, so no firewall is touched. The `f2b` fixture gives a started server and
-leaves no process and no directory behind.
+five jails with no-op actions, so no firewall is touched. No process and no directory is left behind.
+
+The `f2b` fixture hands a started server with no ban to each test. Starting one costs about a second on a
+loaded machine, so a server is handed on from test to test within a pytest process (one per xdist worker):
+after each test `unban --all` empties its bans and its database (fail2ban-facts §9), and it is handed on
+only if the test left nothing else behind (ServerPool._leftover; tests/e2e/test_f2b_pool.py proves a reset
+server looks like a new one). A test may stop, kill, restart or reconfigure its server all the same: that
+server is then stopped and removed, and the next test gets a new one. Servers with another environment,
+database or extra jails come from `running_f2b` and are never shared.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -125,6 +134,8 @@ class F2B:
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_jails = extra_jail_names(extra_jails)
         self.jails = tuple(sorted((*JAILS, *self.extra_jails)))
+        # client commands that may have changed more than bans (ServerPool: not handed on after them)
+        self.changes: list[str] = []
 
     def write_config(self) -> None:
         for d in (self.conf / "action.d", self.run, self.log):
@@ -138,6 +149,8 @@ class F2B:
         (self.conf / "jail.conf").write_text(JAIL_CONF.format(log=self.log) + extra)
 
     def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if not _only_bans(args):
+            self.changes.append(" ".join(args))
         r = subprocess.run(
             [*self.command, *args],
             stdin=subprocess.DEVNULL,
@@ -219,6 +232,97 @@ class F2B:
         return "; ".join(parts) or "no output"
 
 
+def _only_bans(args: tuple[str, ...]) -> bool:
+    """Commands that read, or change nothing but bans: `unban --all` makes a server new again after them."""
+    if not args:
+        return False
+    if args[0] in ("banned", "get", "ping", "status", "unban"):
+        return True
+    return args[0] == "set" and len(args) >= 3 and args[2] in ("banip", "unbanip")
+
+
+def _files(*dirs: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `dirs` with its size and mtime: the server's configuration and watched logs."""
+    return {
+        str(path): (path.stat().st_size, path.stat().st_mtime_ns)
+        for d in dirs
+        for path in sorted(d.rglob("*"))
+        if path.is_file()
+    }
+
+
+def db_rows(srv: F2B) -> dict[str, int]:
+    """Rows of the server's database tables that hold bans (a short read-only query, fail2ban-facts §8)."""
+    with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("bans", "bips")}
+
+
+class ServerPool:
+    """Servers handed on from test to test in this process; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[F2B, dict[str, tuple[int, int]]]] = []
+        self.started = 0  # servers started so far (tests/e2e/test_f2b_pool.py counts them)
+
+    @contextmanager
+    def server(self) -> Iterator[F2B]:
+        """A started server with no ban: a reset one when there is one, else a new one."""
+        if self._idle:
+            srv, files = self._idle.pop()
+        else:
+            require_fail2ban()
+            srv = F2B(Path(tempfile.mkdtemp(prefix="f2b-", dir="/tmp")))
+            try:
+                srv.write_config()
+                srv.start()
+            except BaseException:
+                _remove(srv)
+                raise
+            self.started += 1
+            files = _files(srv.conf, srv.log)
+        proc, srv.changes = srv.proc, []
+        try:
+            yield srv
+        finally:
+            if self._leftover(srv, proc, files) is None:
+                self._idle.append((srv, files))
+            else:
+                _remove(srv)
+
+    def _leftover(
+        self, srv: F2B, proc: subprocess.Popen[bytes] | None, files: dict[str, tuple[int, int]]
+    ) -> str | None:
+        """Why `srv` cannot be handed on after a test (None: it has been reset to a new server's state)."""
+        if srv.proc is None or srv.proc is not proc or proc.poll() is not None:
+            return "stopped, killed or restarted"
+        if srv.changes:
+            return f"changed by fail2ban-client {srv.changes[0]}"
+        if _files(srv.conf, srv.log) != files:
+            return "its configuration or a watched log changed"
+        if srv.client("unban", "--all", check=False).returncode != 0:
+            return "unban --all failed"
+        banned = srv.banned()
+        if sorted(banned) != list(srv.jails) or any(banned.values()):
+            return f"jails or bans left after unban --all: {banned}"
+        # The database follows the unbans within milliseconds (fail2ban-facts §8): a restart must not
+        # bring any ban back, nor may reconcile's restore check find one.
+        deadline = time.monotonic() + 5
+        while any(db_rows(srv).values()):
+            if time.monotonic() > deadline:
+                return f"bans left in the database: {db_rows(srv)}"
+            time.sleep(0.02)
+        return None
+
+    def close(self) -> None:
+        while self._idle:
+            _remove(self._idle.pop()[0])
+
+
+def _remove(srv: F2B) -> None:
+    srv.stop()
+    shutil.rmtree(srv.base, ignore_errors=True)
+
+
 def require_fail2ban() -> None:
     """Fail (not skip): `make test` installs fail2ban, so a missing one means a broken setup."""
     missing = [exe for exe in ("fail2ban-server", "fail2ban-client") if shutil.which(exe) is None]
@@ -247,7 +351,18 @@ def running_f2b(
         shutil.rmtree(base)
 
 
+@pytest.fixture(scope="session")
+def f2b_pool() -> Iterator[ServerPool]:
+    """The servers of this pytest process (of this xdist worker); all stopped and removed at its end."""
+    pool = ServerPool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def f2b() -> Iterator[F2B]:
-    with running_f2b() as srv:
+def f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    """A started server with no ban, this test's alone (handed on afterwards only if reset)."""
+    with f2b_pool.server() as srv:
         yield srv
