@@ -77,7 +77,7 @@ def test_unbanning_three_ips_expires_exactly_those_rules(harness: Harness):
     assert set(harness.rules()) == set(ips)
     ids = {v: r["id"] for v, r in harness.rules().items()}
     gone = ips[:3]
-    harness.f2b.client("set", "sshd", "unbanip", *gone)
+    harness.f2b.request("set", "sshd", "unbanip", *gone)
     harness.cf.clear_log()
     result = harness.run()
     assert result.returncode == 0, result.stderr
@@ -161,7 +161,7 @@ def test_unban_all_is_refused_then_forced(harness: Harness):
     harness.f2b.ban("sshd", *ips)
     assert harness.run().returncode == 0
     assert len(harness.rules()) == 20
-    harness.f2b.client("unban", "--all")
+    harness.f2b.request("unban", "--all")
     harness.cf.clear_log()
     refused = harness.run()
     assert refused.returncode == 3

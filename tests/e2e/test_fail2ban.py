@@ -19,8 +19,8 @@ import pytest
 from reconcile.core.merge import merge
 from reconcile.core.model import BanEntry
 from reconcile.errors import Fail2banError
-from reconcile.fail2ban.client import run_client
 from reconcile.fail2ban import state as state_module
+from reconcile.fail2ban.client import run_client
 from reconcile.fail2ban.state import read_state
 from tests.support.f2b_server import F2B, JAILS, running_f2b
 
@@ -452,10 +452,11 @@ def test_timeout_kills_the_client_and_its_children(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     # sh, not Python: it must have written the pids well within the 0.5 s, also on a loaded machine
     # (two Python start-ups once took longer, and the file was missing)
-    client = ["sh", "-c", 'sleep 60 & echo "$$ $!" > "$1.tmp" && mv "$1.tmp" "$1"; sleep 60', "sh", str(pids)]
+    script = 'sleep 60 & echo "$$ $!" > "$1.tmp" && mv "$1.tmp" "$1"; sleep 60'
+    command = ["sh", "-c", script, "sh", str(pids)]
     started = time.monotonic()
     with pytest.raises(Fail2banError, match=r"^fail2ban-client status: timed out after 0\.5 s"):
-        read_state(client, [], 0.5)
+        read_state(command, [], 0.5)
     assert time.monotonic() - started < 5
     client, grandchild = (int(p) for p in pids.read_text().split())
     with pytest.raises(ProcessLookupError):

@@ -102,7 +102,7 @@ class ReconcileModel(RuleBasedStateMachine):
         self.f2b = f2b
         if f2b.proc is None:  # an earlier example failed between stop and start
             f2b.start()
-        f2b.client("unban", "--all")
+        f2b.request("unban", "--all")
         self.bans: dict[str, set[str]] = {jail: set() for jail in JAILS}
         self._emulator = checked_emulator()
         self.cf: CloudflareEmulator = self._emulator.__enter__()
@@ -149,7 +149,7 @@ class ReconcileModel(RuleBasedStateMachine):
 
     @rule(ips=st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique=True))
     def unban(self, ips: list[str]) -> None:
-        self.f2b.client("unban", *ips)
+        self.f2b.request("unban", *ips)
         for banned in self.bans.values():
             banned -= set(ips)
 
