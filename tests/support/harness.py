@@ -91,6 +91,9 @@ class Harness:
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         environ = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        # The command starts hundreds of times: let Python keep its bytecode (reconcile/__pycache__, git
+        # ignores it) even where the environment says not to, or every run compiles the package anew.
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
         environ.update(env or {})
         config = config or self.workdir / "reconcile.toml"
         if not config.exists():
