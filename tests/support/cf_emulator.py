@@ -474,6 +474,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         busy_429: bool = True,
         list_capacity_limit: int = cf_lists.DEFAULT_CAPACITY,
         latency: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
@@ -517,7 +518,9 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         # (method, path) -> events of faulted requests still being carried out (ORDERED_FAULTS)
         self._in_flight: dict[tuple[str, str], list[threading.Event]] = {}
         self._lock = threading.Lock()
-        self._t0 = time.monotonic()
+        # Seconds (real ones, before time_scale): a test may drive a clock of its own (test_rate_limit.py).
+        self._clock = clock
+        self._t0 = clock()
         self._epoch = datetime.now(UTC)
         self._offset = 0.0
         self._window_index = 0
@@ -577,7 +580,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
 
     def _elapsed(self) -> float:
         """Emulated seconds since the emulator was created."""
-        return (time.monotonic() - self._t0) * self.time_scale + self._offset
+        return (self._clock() - self._t0) * self.time_scale + self._offset
 
     def now(self) -> datetime:
         """The emulator's clock (UTC): created_on/modified_on use it; it runs time_scale times faster."""
