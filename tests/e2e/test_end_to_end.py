@@ -142,7 +142,6 @@ def test_fail2ban_down_aborts_before_any_request(harness: Harness):
     assert "fail2ban" in result.stderr and "not running" in result.stderr
     assert harness.cf.requests == []
     assert len(harness.rules()) == 15
-    harness.f2b.start()  # the fixture's teardown stops it
 
 
 def test_stale_socket_aborts_too(harness: Harness):
@@ -153,7 +152,6 @@ def test_stale_socket_aborts_too(harness: Harness):
     result = harness.run()
     assert result.returncode == 1 and harness.cf.requests == []
     assert len(harness.rules()) == 1
-    harness.f2b.start()
 
 
 def test_unban_all_is_refused_then_forced(harness: Harness):
@@ -417,4 +415,3 @@ def test_metrics_file_records_success_and_failure(harness: Harness):
     failed = samples(prom)
     assert failed[("reconcile_last_run_success", ())] == 0
     assert failed[("reconcile_last_run_exit_code", ())] == 1
-    harness.f2b.start()

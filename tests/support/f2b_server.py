@@ -308,6 +308,21 @@ def db_rows(srv: F2B) -> dict[str, int]:
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("bans", "bips")}
 
 
+def stored_bans(srv: F2B) -> set[tuple[str, str]]:
+    """(jail, address) of every ban in the server's database (`bips`, current or not)."""
+    with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
+        return {(jail, ip) for jail, ip in db.execute("SELECT jail, ip FROM bips")}
+
+
+def wait_stored(srv: F2B, jail: str, ip: str, timeout: float = 10.0) -> None:
+    """Until the database holds the ban: fail2ban writes it a moment after `banip` returns (fail2ban-facts
+    §8), so a kill -9 right after a ban can lose it."""
+    deadline = time.monotonic() + timeout
+    while (jail, ip) not in stored_bans(srv):
+        assert time.monotonic() < deadline, f"{jail} {ip} not in fail2ban's database after {timeout} s"
+        time.sleep(0.01)
+
+
 class ServerPool:
     """Servers handed on from test to test in this process; see the module docstring."""
 
