@@ -23,7 +23,8 @@ from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
-from reconcile.run import Options, Outcome, execute, make_client
+from reconcile.core.model import Fail2banState
+from reconcile.run import Options, Outcome, execute, make_client, read_fail2ban
 from tests.support.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, CloudflareEmulator
 from tests.support.f2b_server import F2B
 
@@ -54,6 +55,8 @@ class Harness:
     cf: CloudflareEmulator
     workdir: Path
     outputs: list[str] = field(default_factory=list)  # every stdout and stderr, for the token check
+    # How `execute` reads fail2ban (run.execute's `read` seam); None: for real, through the config's command
+    read: Callable[[Config], Fail2banState] | None = None
 
     @property
     def token_file(self) -> Path:
@@ -151,6 +154,7 @@ class Harness:
             Options(force=force),
             pacer=pacer,
             client_factory=client_factory(per_page=per_page, session=session),
+            read=self.read or read_fail2ban,
         )
 
 
