@@ -32,20 +32,20 @@ def observed(srv: F2B) -> dict[str, object]:
     """What a test or reconcile can read of a server's bans and jails (fail2ban's counters aside)."""
     with_time = {}
     for jail in srv.jails:
-        lines = srv.client("get", jail, "banip", "--with-time").stdout.splitlines()
+        lines = srv.request("get", jail, "banip", "--with-time")
         # the dates differ from server to server; the address and the ban's length must not
         with_time[jail] = [re.sub(r"\t.* \+ (-?\d+) = .*", r" + \1", line) for line in lines]
     # each server's own paths (its watched logs) read the same
-    status = {jail: srv.client("status", jail).stdout.replace(str(srv.base), "BASE") for jail in srv.jails}
+    status = {jail: repr(srv.request("status", jail)).replace(str(srv.base), "BASE") for jail in srv.jails}
     return {
-        "status": srv.client("status").stdout,
+        "status": srv.request("status"),
         # "Total banned" counts every ban since the start: the one number a reset does not set back
         # (neither reconcile nor any test reads it)
-        "jail status": {j: re.sub(r"Total banned:\t\d+", "Total banned:\tN", s) for j, s in status.items()},
+        "jail status": {j: re.sub(r"'Total banned', \d+", "'Total banned', N", s) for j, s in status.items()},
         "banned": srv.banned(),
         "with time": with_time,
         "database": db_rows(srv),
-        "bantime": {jail: srv.client("get", jail, "bantime").stdout for jail in srv.jails},
+        "bantime": {jail: srv.request("get", jail, "bantime") for jail in srv.jails},
     }
 
 
