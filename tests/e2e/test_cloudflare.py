@@ -292,8 +292,9 @@ def test_create_duplicate_counts_as_done(cf: CloudflareEmulator) -> None:
 def test_create_whose_answer_was_lost_counts_as_done(cf: CloudflareEmulator, kind: str) -> None:
     # The first attempt is stored but its answer never arrives (reset / past the timeout); the retry
     # answers 10009 for the rule that attempt made (issue 7 item 9).
-    # A timeout of 1 s: on a loaded machine the server must still store the rule before the client gives
-    # up (with 0.3 s the retry sometimes overtook the first attempt and created the rule itself).
+    # The emulator carries a retry out only after the attempt it repeats (with a 0.3 s timeout the retry
+    # once overtook the first attempt on a loaded machine and created the rule itself), and answers "late"
+    # only once the client has given up.
     h = Harness(cf, timeout=1.0)
     cf.inject(kind, method="POST", delay=3.0)
     created = h.client.create_rule(ZONE, "ip", "198.51.100.4", "block", f"{TAG} x")

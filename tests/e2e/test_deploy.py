@@ -94,10 +94,11 @@ def build_wheel(src: Path, out: Path) -> Path:
     assert version is not None
     # Wheel file and dist-info names use the normalised distribution name (PEP 427: `-` becomes `_`).
     dist = f"{re.sub(r'[-_.]+', '_', project['name'])}-{version.group(1)}"
-    package = src / "reconcile"
+    # every module, those of the subpackages (core/, fail2ban/, cloudflare/, ...) too
     files = {
-        f"reconcile/{p.relative_to(package).as_posix()}": p.read_bytes()
-        for p in sorted(package.rglob("*.py"))
+        p.relative_to(src).as_posix(): p.read_bytes()
+        for p in sorted((src / "reconcile").rglob("*.py"))
+        if "__pycache__" not in p.parts
     }
     metadata = [f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {version.group(1)}"]
     metadata += [f"Requires-Dist: {dep}" for dep in project["dependencies"]]

@@ -77,7 +77,7 @@ def test_unbanning_three_ips_expires_exactly_those_rules(harness: Harness):
     assert set(harness.rules()) == set(ips)
     ids = {v: r["id"] for v, r in harness.rules().items()}
     gone = ips[:3]
-    harness.f2b.client("set", "sshd", "unbanip", *gone)
+    harness.f2b.request("set", "sshd", "unbanip", *gone)
     harness.cf.clear_log()
     result = harness.run()
     assert result.returncode == 0, result.stderr
@@ -142,7 +142,6 @@ def test_fail2ban_down_aborts_before_any_request(harness: Harness):
     assert "fail2ban" in result.stderr and "not running" in result.stderr
     assert harness.cf.requests == []
     assert len(harness.rules()) == 15
-    harness.f2b.start()  # the fixture's teardown stops it
 
 
 def test_stale_socket_aborts_too(harness: Harness):
@@ -153,7 +152,6 @@ def test_stale_socket_aborts_too(harness: Harness):
     result = harness.run()
     assert result.returncode == 1 and harness.cf.requests == []
     assert len(harness.rules()) == 1
-    harness.f2b.start()
 
 
 def test_unban_all_is_refused_then_forced(harness: Harness):
@@ -161,7 +159,7 @@ def test_unban_all_is_refused_then_forced(harness: Harness):
     harness.f2b.ban("sshd", *ips)
     assert harness.run().returncode == 0
     assert len(harness.rules()) == 20
-    harness.f2b.client("unban", "--all")
+    harness.f2b.request("unban", "--all")
     harness.cf.clear_log()
     refused = harness.run()
     assert refused.returncode == 3
@@ -417,4 +415,3 @@ def test_metrics_file_records_success_and_failure(harness: Harness):
     failed = samples(prom)
     assert failed[("reconcile_last_run_success", ())] == 0
     assert failed[("reconcile_last_run_exit_code", ())] == 1
-    harness.f2b.start()

@@ -2,8 +2,9 @@
 
 One real fail2ban-server for the module (its bans never change during the matrix), a fresh emulator per
 case seeded with one rule of each kind. Most cases run in this process through run.execute with pages of
-5 rules (the product lists 1000 per page; execute's client_factory is the seam); a representative subset
-runs the installed `reconcile` command, for the exit code and what an operator sees on stderr.
+5 rules (the product lists 1000 per page; execute's client_factory is the seam), reading fail2ban's
+unchanging bans once (read_once); a representative subset runs the installed `reconcile` command, for
+the exit code and what an operator sees on stderr.
 
 Invariants checked after every faulted run: exit code, untagged and other hosts' live rules untouched,
 no rule of a still-banned IP deleted, no expiry after an incomplete listing, the error names the request,
@@ -14,21 +15,23 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconcile.config import Config
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action
-from reconcile.core.model import Scope, ScopeKind
+from reconcile.core.model import Fail2banState, Scope, ScopeKind
 from reconcile.core.notes import NoteKind, parse_note
 from reconcile.errors import BudgetExhausted, RateLimited, ReconcileError
+from reconcile.fail2ban.state import read_configured
 from reconcile.run import Outcome
 from tests.support.cf_emulator import ZONE_ID, CloudflareEmulator, RequestRecord, checked_emulator
-from tests.support.f2b_server import F2B, running_f2b
+from tests.support.f2b_server import F2B, ServerPool
 from tests.support.harness import (
     FAULT_STEPS,
     CountingSession,
@@ -46,11 +49,10 @@ TAG = "Blocked by fail2ban"
 ZONE = Scope(ScopeKind.ZONE, ZONE_ID)
 JAIL = "sshd"
 RETRIES = 1  # two attempts per request
-TIMEOUT = 0.5  # the client's HTTP timeout (s)
-DELAY = 1.0  # the "delay" fault: past the client's timeout
-# The "late" fault answers this long after doing the work: well past the client's timeout (which has a
-# floor of 1 s), so that no answer races the client's give-up.
-LATE = 2.0
+TIMEOUT = 0.5  # the client's HTTP timeout (s); the client raises it to its floor of 1 s
+# The "delay" and "late" faults answer once the client has given up and closed the connection (at the
+# latest after this long), so no answer races the client's timeout however loaded the machine is.
+DELAY = LATE = 30.0
 PER_PAGE = 5  # in-process pages: 15 rules -> 3 full pages (total_pages ends the listing)
 
 # fail2ban's bans (all in sshd) and what the seeded rules make of them
@@ -247,22 +249,48 @@ def clean_run_converges(world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-def banned_f2b() -> Iterator[F2B]:
-    with running_f2b() as srv:
+def banned_f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    with f2b_pool.server() as srv:
         srv.ban(JAIL, *BANNED)
         yield srv
 
 
-def make_world(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path, per_page: int = PER_PAGE) -> Iterator[World]:
+@pytest.fixture(scope="module")
+def read_once(banned_f2b: F2B) -> Callable[[Config], Fail2banState]:
+    """fail2ban as the in-process runs read it: for real, once per configuration, then that same state.
+
+    The matrix's faults are Cloudflare's; the module server's sshd bans never change, so every real read
+    returns the same state, and reading it ~200 times cost ~0.3 s of CPU each (three fail2ban-client
+    processes). The runs of the installed command still read fail2ban themselves, every time.
+    """
+    states: dict[tuple[tuple[str, ...], tuple[str, ...]], Fail2banState] = {}
+
+    def read(config: Config) -> Fail2banState:
+        key = (tuple(config.fail2ban.command), tuple(config.fail2ban.jails))
+        if key not in states:
+            states[key] = read_configured(config)
+        return states[key]
+
+    return read
+
+
+def make_world(
+    f2b: F2B,
+    cf: CloudflareEmulator,
+    tmp_path: Path,
+    read: Callable[[Config], Fail2banState],
+    per_page: int = PER_PAGE,
+) -> Iterator[World]:
     for h in make_harness(f2b, cf, tmp_path):
+        h.read = read
         h.config(fail2ban={"jails": [JAIL]}, cloudflare={"retries": RETRIES, "timeout": TIMEOUT})
         yield seed(h, per_page)
 
 
 @pytest.fixture
-def world(banned_f2b: F2B, tmp_path: Path) -> Iterator[World]:
+def world(banned_f2b: F2B, tmp_path: Path, read_once: Callable[[Config], Fail2banState]) -> Iterator[World]:
     with checked_emulator() as cf:
-        yield from make_world(banned_f2b, cf, tmp_path)
+        yield from make_world(banned_f2b, cf, tmp_path, read_once)
 
 
 def matrix() -> Iterator[Any]:
@@ -277,14 +305,21 @@ def matrix() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("kind", "step", "variant"), list(matrix()))
-def test_fault(banned_f2b: F2B, tmp_path: Path, kind: str, step: str, variant: str) -> None:
+def test_fault(
+    banned_f2b: F2B,
+    tmp_path: Path,
+    read_once: Callable[[Config], Fail2banState],
+    kind: str,
+    step: str,
+    variant: str,
+) -> None:
     real = (kind, step, variant) in REAL_COMMAND
     # The installed command lists 1000 rules a page, so its later page needs over 1000 rules. Checking
     # the emulator's own 1000-rule answers would take about as long as the client's timeout: only
     # requests are schema-checked there.
     big = real and step == "later page"
     with checked_emulator(validate_responses=not big) as cf:
-        for world in make_world(banned_f2b, cf, tmp_path, 1000 if big else PER_PAGE):
+        for world in make_world(banned_f2b, cf, tmp_path, read_once, 1000 if big else PER_PAGE):
             fault_case(world, kind, step, variant, real)
 
 
@@ -347,7 +382,7 @@ def check_outcome(outcome: Outcome, step: str, absorbed: bool, listing_failed: b
 def faulted_request(cf: CloudflareEmulator, step: str) -> RequestRecord:
     """The request that took the fault: the first of its method (the page-2 GET for a later page).
 
-    A delayed request is logged when answered, after its retry; pages and rule paths still identify it.
+    A delayed request is logged once carried out, before its retry (the emulator keeps their order).
     """
     same = [r for r in cf.requests if r.method == METHOD[step]]
     if step == "later page":
@@ -371,9 +406,12 @@ def next_window(cf: CloudflareEmulator) -> None:
 
 
 @pytest.mark.parametrize("step", list(BEFORE_429))
-def test_429_stops_the_run_at_once(banned_f2b: F2B, tmp_path: Path, step: str) -> None:
+def test_429_stops_the_run_at_once(
+    banned_f2b: F2B, tmp_path: Path, read_once: Callable[[Config], Fail2banState], step: str
+) -> None:
     with checked_emulator(rate_limit=BEFORE_429[step]) as cf:
         for h in make_harness(banned_f2b, cf, tmp_path):
+            h.read = read_once
             h.config(fail2ban={"jails": [JAIL]}, cloudflare={"retries": RETRIES, "timeout": TIMEOUT})
             world = seed(h)
             result = h.run()
@@ -391,9 +429,12 @@ def test_429_stops_the_run_at_once(banned_f2b: F2B, tmp_path: Path, step: str) -
             clean_run_converges(world)
 
 
-def test_429_on_a_later_page_stops_the_run_before_planning(banned_f2b: F2B, tmp_path: Path) -> None:
+def test_429_on_a_later_page_stops_the_run_before_planning(
+    banned_f2b: F2B, tmp_path: Path, read_once: Callable[[Config], Fail2banState]
+) -> None:
     with checked_emulator(rate_limit=1) as cf:
         for h in make_harness(banned_f2b, cf, tmp_path):
+            h.read = read_once
             h.config(fail2ban={"jails": [JAIL]}, cloudflare={"retries": RETRIES, "timeout": TIMEOUT})
             world = seed(h)
             outcome = h.execute(per_page=PER_PAGE)

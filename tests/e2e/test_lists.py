@@ -79,10 +79,10 @@ def test_ipv6_addresses_share_their_64_until_none_is_banned(harness: Harness) ->
     assert list(harness.items()) == ["2a06:4880:1:2::/64"]
     report = harness.run("--report")
     assert "2a06:4880:1:2::/64" in report.stdout
-    harness.f2b.client("set", "sshd", "unbanip", one)
+    harness.f2b.request("set", "sshd", "unbanip", one)
     assert harness.run().returncode == 0
     assert list(harness.items()) == ["2a06:4880:1:2::/64"]
-    harness.f2b.client("set", "sshd", "unbanip", two)
+    harness.f2b.request("set", "sshd", "unbanip", two)
     last = harness.run()
     assert last.returncode == 0, last.stderr
     assert harness.items() == {}
@@ -108,7 +108,7 @@ def test_foreign_items_are_never_touched_also_under_force(harness: Harness) -> N
     sent = [i["ip"] for w in harness.cf.writes() for i in (w.body if isinstance(w.body, list) else [])]
     assert sent == ["45.157.0.1"]
     assert "3 foreign" in first.stderr
-    harness.f2b.client("unban", "--all")
+    harness.f2b.request("unban", "--all")
     forced = harness.run("--force")
     assert forced.returncode == 0, forced.stderr
     assert harness.items() == seeded
@@ -238,7 +238,7 @@ def test_busy_429_with_slow_operations_gets_no_429(harness: Harness) -> None:
     assert result.returncode == 0, result.stderr
     assert harness.cf.lists_state.busy_refused == 0 and "rate-limited" not in result.stderr
     assert len(harness.items()) == 1500
-    harness.f2b.client("set", "sshd", "unbanip", *ips[:400])
+    harness.f2b.request("set", "sshd", "unbanip", *ips[:400])
     expired = harness.run()
     assert expired.returncode == 0, expired.stderr
     assert len(harness.items()) == 1100 and harness.cf.lists_state.busy_refused == 0
@@ -272,7 +272,7 @@ def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path
     enforced(harness)
     harness.list_config()
     assert harness.run().returncode == 0
-    harness.f2b.client("set", "sshd", "unbanip", *ips[:10])
+    harness.f2b.request("set", "sshd", "unbanip", *ips[:10])
     refused = harness.run()
     assert refused.returncode == 3 and "refusing to expire 10 of 20" in refused.stderr
     assert len(harness.items()) == 20

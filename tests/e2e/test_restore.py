@@ -66,18 +66,17 @@ def test_a_run_during_the_restore_waits_for_it_and_deletes_nothing(harness: Harn
     before = seeded(harness)
     config = hide(harness, HIDDEN, calls=3)  # the first listing and two re-reads miss them
 
-    started = time.monotonic()
     during = harness.run("-v", config=config)
-    took = time.monotonic() - started
     assert during.returncode == 0, during.stderr
     assert methods(harness) == []  # no DELETE, and nothing else either
     assert harness.rules() == before
     assert "fail2ban is restoring bans: 2 stored ban(s) not shown yet" in during.stderr
     assert "fail2ban restored the 2 stored ban(s) in" in during.stderr
     control = config.parent / "restore.json"
-    assert listings(control) == 4  # sshd re-read until the wrapper stopped hiding, then no more
+    # It waited for the bans, not for the 10 s limit: sshd re-read until the wrapper stopped hiding, then
+    # no more (counted, not timed: a loaded machine makes every call slow).
+    assert listings(control) == 4
     assert listings(control, "recidive") == 1  # a jail with nothing missing is read once
-    assert took < 9.5, f"the run took {took:.1f} s: it waited for the {RESTORE_WAIT:g} s limit, not the bans"
 
     # the restore has finished (the wrapper hides nothing any more): still nothing to delete
     after = harness.run(config=config)
@@ -95,7 +94,9 @@ def test_bans_never_restored_are_treated_as_not_banned_after_the_wait(harness: H
     run = harness.run(config=config)
     took = time.monotonic() - started
     assert run.returncode == 0, run.stderr
-    assert RESTORE_WAIT <= took < RESTORE_WAIT + 8, f"{took:.1f} s"
+    # at least the whole wait; the wait itself ends within 20 s (the message below), the rest of the run
+    # gets room for a loaded machine
+    assert RESTORE_WAIT <= took < RESTORE_WAIT + 30, f"{took:.1f} s"
     assert re.search(
         r"fail2ban has not restored 2 of 2 stored ban\(s\) after 1\d\.\d s: treating them as not banned",
         run.stderr,
@@ -104,14 +105,18 @@ def test_bans_never_restored_are_treated_as_not_banned_after_the_wait(harness: H
     assert set(harness.rules()) == set(SHOWN)
 
 
-def quick_run(h: Harness, config: Path | None = None) -> str:
-    """A run that must not wait for a restore: its stderr."""
-    started = time.monotonic()
+def quick_run(h: Harness, hidden: list[str] | None = None) -> str:
+    """A run that must not wait for a restore (`hidden` never shown): its stderr.
+
+    Through the wrapper, which counts the listings: a run that waited would have re-read a jail. Counted,
+    not timed: on a loaded machine a run that does not wait can still take as long as the 10 s limit.
+    """
+    config = hide(h, hidden or [], calls=10**6 if hidden else 0)
     run = h.run("-v", config=config)
-    took = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     assert "fail2ban is restoring" not in run.stderr
-    assert took < 9, f"{took:.1f} s: waited for the {RESTORE_WAIT:g} s restore limit?"
+    seen = json.loads((config.parent / "restore.json").read_text())["seen"]
+    assert seen and set(seen.values()) == {1}, f"a jail was re-read: {seen}"
     return run.stderr
 
 
@@ -125,7 +130,7 @@ def test_a_ban_longer_than_its_jail_allows_is_not_waited_for(harness: Harness) -
             "UPDATE bips SET bantime = -1, timeofban = ? WHERE jail = 'sshd' AND ip IN (?, ?)",
             (int(time.time()) - 7200, *HIDDEN),
         )
-    stderr = quick_run(harness, hide(harness, HIDDEN, calls=10**6))
+    stderr = quick_run(harness, HIDDEN)
     assert "2 stored ban(s) not shown that fail2ban will not restore" in stderr
     assert methods(harness) == ["DELETE", "DELETE"]  # hidden and not coming back: not banned
     assert set(harness.rules()) == set(SHOWN)

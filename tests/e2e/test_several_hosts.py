@@ -15,7 +15,7 @@ import pytest
 
 from reconcile.core.notes import parse_note
 from tests.support.cf_emulator import TOKEN, CloudflareEmulator
-from tests.support.f2b_server import F2B, running_f2b
+from tests.support.f2b_server import F2B, ServerPool
 from tests.support.harness import Harness, make_harness, requests_made
 
 pytestmark = [pytest.mark.fail2ban, pytest.mark.slow]
@@ -25,8 +25,8 @@ POOL = [f"45.77.1.{i}" for i in range(1, 9)] + ["2a06:4880:7::1", "2a06:4880:7::
 
 
 @pytest.fixture
-def web2_f2b() -> Iterator[F2B]:
-    with running_f2b() as server:
+def web2_f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    with f2b_pool.server() as server:
         yield server
 
 
@@ -91,14 +91,14 @@ def test_unban_on_one_host_keeps_the_rule_until_the_last_host_unbans(pair: tuple
     ok(web2.run())
     rule_id = web1.rules()[ip]["id"]
 
-    web1.f2b.client("set", "sshd", "unbanip", ip)
+    web1.f2b.request("set", "sshd", "unbanip", ip)
     web1.cf.clear_log()
     result = web1.run()
     ok(result)
     assert hosts(web1) == {ip: ("web2",)} and web1.rules()[ip]["id"] == rule_id
     assert methods(web1.cf) == ["PATCH"]  # a leave, never a DELETE
 
-    web2.f2b.client("set", "sshd", "unbanip", ip)
+    web2.f2b.request("set", "sshd", "unbanip", ip)
     web1.cf.clear_log()
     ok(web2.run())
     assert web1.rules() == {} and methods(web1.cf) == ["DELETE"]
@@ -118,7 +118,7 @@ def test_ten_interleaved_rounds_never_flap(pair: tuple[Harness, Harness]) -> Non
             if add:
                 h.f2b.ban("sshd", *sorted(add))
             if drop:
-                h.f2b.client("set", "sshd", "unbanip", *sorted(drop))
+                h.f2b.request("set", "sshd", "unbanip", *sorted(drop))
             banned[name] = (banned[name] | add) - drop
         order = [("web1", web1), ("web2", web2)]
         rng.shuffle(order)

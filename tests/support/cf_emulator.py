@@ -22,12 +22,13 @@ import ipaddress
 import json
 import math
 import re
+import select
 import socket
 import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -67,9 +68,14 @@ FAULT_KINDS = frozenset(
         "delay",
         "400",
         "lost",  # carried out, then the connection is reset: the answer is lost
-        "late",  # carried out at once, answered after `delay` (past the client's timeout)
+        "late",  # carried out at once, answered once the client gave up (at the latest after `delay`)
     }
 )
+# "delay": carried out and answered once the client gave up (closed the connection), at the latest after
+# `delay` s. Waiting for the client, not for a fixed time, keeps a delayed answer from ever reaching a
+# client whose timeout a loaded machine stretched. A "delay", "late" or "lost" request is carried out
+# before any later request for the same method and path: a retry never overtakes the attempt it repeats.
+ORDERED_FAULTS = frozenset({"delay", "late", "lost"})
 ALLOWED_MODES = ("whitelist", "block", "challenge", "js_challenge", "managed_challenge")
 DEFAULT_PER_PAGE = 20  # Cloudflare's default when per_page is absent
 
@@ -181,6 +187,9 @@ class _Incoming:
     query: list[tuple[str, str]]
     headers: Message
     body: bytes | None
+    # Blocks until the client has closed the connection or the given seconds have passed (a plain sleep
+    # when the request did not come over a connection).
+    wait_for_client: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     def record_body(self) -> Any:
         if not self.body:
@@ -465,6 +474,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         busy_429: bool = True,
         list_capacity_limit: int = cf_lists.DEFAULT_CAPACITY,
         latency: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
@@ -505,8 +515,12 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         self.violations: list[str] = []
         self.rate_limited = 0
         self._faults: list[_Fault] = []
+        # (method, path) -> events of faulted requests still being carried out (ORDERED_FAULTS)
+        self._in_flight: dict[tuple[str, str], list[threading.Event]] = {}
         self._lock = threading.Lock()
-        self._t0 = time.monotonic()
+        # Seconds (real ones, before time_scale): a test may drive a clock of its own (test_rate_limit.py).
+        self._clock = clock
+        self._t0 = clock()
         self._epoch = datetime.now(UTC)
         self._offset = 0.0
         self._window_index = 0
@@ -566,7 +580,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
 
     def _elapsed(self) -> float:
         """Emulated seconds since the emulator was created."""
-        return (time.monotonic() - self._t0) * self.time_scale + self._offset
+        return (self._clock() - self._t0) * self.time_scale + self._offset
 
     def now(self) -> datetime:
         """The emulator's clock (UTC): created_on/modified_on use it; it runs time_scale times faster."""
@@ -762,19 +776,48 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         other = _OTHER.get((inc.method, inc.path)) if inc.prefixed else None
         if other is None and inc.prefixed and cf_lists.route(inc.method, inc.path) is not None:
             other = "lists"  # account lists and zone rulesets: answered by tests/cf_lists.py
+        key = (inc.method, inc.path)
+        done_event: threading.Event | None = None
         with self._lock:
             limited = self._rate_check()
             fault = None if limited is not None else self._take_fault(inc.method, inc.path)
+            earlier = list(self._in_flight.get(key, ()))
+            if fault is not None and fault.kind in ORDERED_FAULTS:
+                done_event = threading.Event()
+                self._in_flight.setdefault(key, []).append(done_event)
+        try:
+            for event in earlier:  # the attempt this one may repeat is carried out first
+                event.wait(timeout=30)
+            return self._dispatch_faulted(inc, route, other, auth, limited, fault, done_event)
+        finally:
+            if done_event is not None:
+                done_event.set()
+                with self._lock:
+                    self._in_flight[key].remove(done_event)
+
+    def _dispatch_faulted(
+        self,
+        inc: _Incoming,
+        route: re.Match[str] | None,
+        other: str | None,
+        auth: str,
+        limited: _Reply | None,
+        fault: _Fault | None,
+        done_event: threading.Event | None,
+    ) -> _Reply | object:
         if limited is not None:
             self._record(inc, limited.status, auth)
             return limited
         if fault is not None and fault.kind == "delay":
-            time.sleep(fault.delay)  # outside the lock: the threaded server keeps answering others
+            # outside the lock: the threaded server keeps answering others meanwhile
+            inc.wait_for_client(fault.delay)
             fault = None
         if fault is not None and fault.kind in ("lost", "late"):
             done = self._answered(inc, route, other, auth, record=fault.kind == "late")
+            assert done_event is not None
+            done_event.set()  # carried out: a retry may go ahead while this answer waits
             if fault.kind == "late":
-                time.sleep(fault.delay)
+                inc.wait_for_client(fault.delay)
                 return done
             self._record(inc, 0, auth)  # the client sees a reset, whatever the server did
             return _RESET
@@ -1021,6 +1064,21 @@ class _Handler(BaseHTTPRequestHandler):
             return super().date_time_string(timestamp)
         return email.utils.format_datetime(self.server.emulator.date(), usegmt=True)
 
+    def _wait_for_client(self, limit: float) -> None:
+        """Block until the client closed the connection (it gave up), or at most `limit` s."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if not readable:
+                return  # `limit` passed
+            try:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    return  # closed
+            except OSError:
+                return  # reset
+            time.sleep(max(0.0, deadline - time.monotonic()))  # the client sent more: still there
+            return
+
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else None
@@ -1033,6 +1091,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qsl(split.query, keep_blank_values=True),
             headers=self.headers,
             body=body,
+            wait_for_client=self._wait_for_client,
         )
         try:
             reply = self.server.emulator.dispatch(inc)

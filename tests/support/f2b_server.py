@@ -1,22 +1,34 @@
 """A real, private fail2ban-server for tests (fail2ban-facts.md §13).
 
 Foreground server under Popen in a short /tmp/f2b-XXXX dir (AF_UNIX paths must stay under 108 bytes),
-five jails with no-op actions, so no firewall is touched. The `f2b` fixture gives a started server and
-leaves no process and no directory behind.
+five jails with no-op actions, so no firewall is touched. No process and no directory is left behind.
+
+The `f2b` fixture hands a started server with no ban to each test. Starting one costs about a second on a
+loaded machine, so a server is handed on from test to test within a pytest process (one per xdist worker):
+after each test `unban --all` empties its bans and its database (fail2ban-facts §9), and it is handed on
+only if the test left nothing else behind (ServerPool._leftover; tests/e2e/test_f2b_pool.py proves a reset
+server looks like a new one). A test may stop, kill, restart or reconfigure its server all the same: that
+server is then stopped and removed, and the next test gets a new one. Servers with another environment,
+database or extra jails come from `running_f2b` and are never shared.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
+import io
 import os
+import pickle
 import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +137,8 @@ class F2B:
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_jails = extra_jail_names(extra_jails)
         self.jails = tuple(sorted((*JAILS, *self.extra_jails)))
+        # client commands that may have changed more than bans (ServerPool: not handed on after them)
+        self.changes: list[str] = []
 
     def write_config(self) -> None:
         for d in (self.conf / "action.d", self.run, self.log):
@@ -138,6 +152,8 @@ class F2B:
         (self.conf / "jail.conf").write_text(JAIL_CONF.format(log=self.log) + extra)
 
     def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if not _only_bans(args):
+            self.changes.append(" ".join(args))
         r = subprocess.run(
             [*self.command, *args],
             stdin=subprocess.DEVNULL,
@@ -149,14 +165,40 @@ class F2B:
             raise RuntimeError(f"fail2ban-client {' '.join(args)} -> rc {r.returncode}: {r.stdout}{r.stderr}")
         return r
 
+    def request(self, *command: str, timeout: float = CLIENT_TIMEOUT) -> Any:
+        """One command over the server's socket, as fail2ban-client sends it (fail2ban-facts §11): the value
+        of the reply; RuntimeError for an error reply.
+
+        For the tests' own seeding and checks: no Python start-up per call (fail2ban-client costs ~0.1 s of
+        CPU each, and a loaded 2-core machine runs thousands). What reconcile runs is always the real
+        fail2ban-client; `client` is for output a test reads as fail2ban-client prints it.
+        """
+        if not _only_bans(command):
+            self.changes.append(" ".join(command))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.sock))
+            sock.sendall(pickle.dumps(list(command), pickle.HIGHEST_PROTOCOL) + _END)
+            reply = b""
+            while not reply.endswith(_END):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"fail2ban-server closed the connection: {' '.join(command)}")
+                reply += chunk
+            with contextlib.suppress(OSError):
+                sock.sendall(_CLOSE + _END)
+        code, value = _Unpickler(io.BytesIO(reply[: -len(_END)])).load()
+        if code != 0:
+            raise RuntimeError(f"fail2ban-server: {' '.join(command)} -> {value!r}")
+        return value
+
     def ban(self, jail: str, *ips: str) -> None:
         """One synchronous `set JAIL banip IP…`: the bans are in memory when it returns."""
-        self.client("set", jail, "banip", *ips)
+        self.request("set", jail, "banip", *ips)
 
     def banned(self) -> dict[str, list[str]]:
-        out = self.client("banned").stdout
-        # a Python literal, not JSON (pitfall 2)
-        return {jail: ips for d in ast.literal_eval(out) for jail, ips in d.items()}
+        """Every jail's banned addresses (`banned`)."""
+        return {jail: list(ips) for d in self.request("banned") for jail, ips in d.items()}
 
     def start(self, timeout: float = 30.0) -> None:
         if self.proc is not None:
@@ -170,20 +212,27 @@ class F2B:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        want = f"Number of jail:\t{len(self.jails)}"
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 rc = self.proc.returncode
                 self.proc = None
                 raise RuntimeError(f"fail2ban-server exited {rc} during start-up: {self._diagnostics()}")
-            r = self.client("status", check=False)
-            if r.returncode == 0 and want in r.stdout:
+            if self._jail_count() == len(self.jails):
                 return
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"fail2ban-server not ready after {timeout} s: {self._diagnostics()}")
             time.sleep(0.02)
+
+    def _jail_count(self) -> int | None:
+        """`status`'s jail count once the server answers (None before; a stale socket refuses)."""
+        try:
+            status = dict(self.request("status", timeout=5))
+        except (OSError, RuntimeError):
+            return None
+        count = status.get("Number of jail")
+        return count if isinstance(count, int) else None
 
     def stop(self) -> None:
         """Stop politely, then SIGTERM, then SIGKILL; always reaps the process."""
@@ -192,7 +241,8 @@ class F2B:
             return
         try:
             if proc.poll() is None:
-                self.client("stop", check=False)
+                with contextlib.suppress(OSError, RuntimeError):
+                    self.request("stop", timeout=15)
                 proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.terminate()
@@ -217,6 +267,128 @@ class F2B:
                 tail = path.read_text(errors="replace").splitlines()[-10:]
                 parts.append(f"{path}: " + " | ".join(tail))
         return "; ".join(parts) or "no output"
+
+
+# fail2ban's socket protocol (fail2ban-facts §11): pickled lists of strings, each message ends with _END.
+_END = b"<F2B_END_COMMAND>"
+_CLOSE = b"<F2B_CLOSE_COMMAND>"
+
+
+class _Unpickler(pickle.Unpickler):
+    """Error replies are pickled fail2ban exceptions: any fail2ban.* class becomes a plain stand-in."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("fail2ban"):
+            return type(name, (Exception,), {"__module__": module})
+        return super().find_class(module, name)
+
+
+def _only_bans(args: tuple[str, ...]) -> bool:
+    """Commands that read, or change nothing but bans: `unban --all` makes a server new again after them."""
+    if not args:
+        return False
+    if args[0] in ("banned", "get", "ping", "status", "unban"):
+        return True
+    return args[0] == "set" and len(args) >= 3 and args[2] in ("banip", "unbanip")
+
+
+def _files(*dirs: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `dirs` with its size and mtime: the server's configuration and watched logs."""
+    return {
+        str(path): (path.stat().st_size, path.stat().st_mtime_ns)
+        for d in dirs
+        for path in sorted(d.rglob("*"))
+        if path.is_file()
+    }
+
+
+def db_rows(srv: F2B) -> dict[str, int]:
+    """Rows of the server's database tables that hold bans (a short read-only query, fail2ban-facts §8)."""
+    with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("bans", "bips")}
+
+
+def stored_bans(srv: F2B) -> set[tuple[str, str]]:
+    """(jail, address) of every ban in the server's database (`bips`, current or not)."""
+    with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
+        return {(jail, ip) for jail, ip in db.execute("SELECT jail, ip FROM bips")}
+
+
+def wait_stored(srv: F2B, jail: str, ip: str, timeout: float = 10.0) -> None:
+    """Until the database holds the ban: fail2ban writes it a moment after `banip` returns (fail2ban-facts
+    §8), so a kill -9 right after a ban can lose it."""
+    deadline = time.monotonic() + timeout
+    while (jail, ip) not in stored_bans(srv):
+        assert time.monotonic() < deadline, f"{jail} {ip} not in fail2ban's database after {timeout} s"
+        time.sleep(0.01)
+
+
+class ServerPool:
+    """Servers handed on from test to test in this process; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[F2B, dict[str, tuple[int, int]]]] = []
+        self.started = 0  # servers started so far (tests/e2e/test_f2b_pool.py counts them)
+
+    @contextmanager
+    def server(self) -> Iterator[F2B]:
+        """A started server with no ban: a reset one when there is one, else a new one."""
+        if self._idle:
+            srv, files = self._idle.pop()
+        else:
+            require_fail2ban()
+            srv = F2B(Path(tempfile.mkdtemp(prefix="f2b-", dir="/tmp")))
+            try:
+                srv.write_config()
+                srv.start()
+            except BaseException:
+                _remove(srv)
+                raise
+            self.started += 1
+            files = _files(srv.conf, srv.log)
+        proc, srv.changes = srv.proc, []
+        try:
+            yield srv
+        finally:
+            if self._leftover(srv, proc, files) is None:
+                self._idle.append((srv, files))
+            else:
+                _remove(srv)
+
+    def _leftover(
+        self, srv: F2B, proc: subprocess.Popen[bytes] | None, files: dict[str, tuple[int, int]]
+    ) -> str | None:
+        """Why `srv` cannot be handed on after a test (None: it has been reset to a new server's state)."""
+        if srv.proc is None or srv.proc is not proc or proc.poll() is not None:
+            return "stopped, killed or restarted"
+        if srv.changes:
+            return f"changed by fail2ban-client {srv.changes[0]}"
+        if _files(srv.conf, srv.log) != files:
+            return "its configuration or a watched log changed"
+        try:
+            srv.request("unban", "--all")
+        except (OSError, RuntimeError) as exc:
+            return f"unban --all failed: {exc}"
+        banned = srv.banned()
+        if sorted(banned) != list(srv.jails) or any(banned.values()):
+            return f"jails or bans left after unban --all: {banned}"
+        # The database follows the unbans within milliseconds (fail2ban-facts §8): a restart must not
+        # bring any ban back, nor may reconcile's restore check find one.
+        deadline = time.monotonic() + 5
+        while any(db_rows(srv).values()):
+            if time.monotonic() > deadline:
+                return f"bans left in the database: {db_rows(srv)}"
+            time.sleep(0.02)
+        return None
+
+    def close(self) -> None:
+        while self._idle:
+            _remove(self._idle.pop()[0])
+
+
+def _remove(srv: F2B) -> None:
+    srv.stop()
+    shutil.rmtree(srv.base, ignore_errors=True)
 
 
 def require_fail2ban() -> None:
@@ -247,7 +419,18 @@ def running_f2b(
         shutil.rmtree(base)
 
 
+@pytest.fixture(scope="session")
+def f2b_pool() -> Iterator[ServerPool]:
+    """The servers of this pytest process (of this xdist worker); all stopped and removed at its end."""
+    pool = ServerPool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def f2b() -> Iterator[F2B]:
-    with running_f2b() as srv:
+def f2b(f2b_pool: ServerPool) -> Iterator[F2B]:
+    """A started server with no ban, this test's alone (handed on afterwards only if reset)."""
+    with f2b_pool.server() as srv:
         yield srv

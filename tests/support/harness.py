@@ -24,6 +24,8 @@ from reconcile.cloudflare.open import make_client
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
+from reconcile.core.model import Fail2banState
+from reconcile.fail2ban.state import read_configured
 from reconcile.run import Options, Outcome, execute
 from tests.support.cf_emulator import ACCOUNT_ID, TOKEN, ZONE_ID, CloudflareEmulator
 from tests.support.f2b_server import F2B
@@ -55,6 +57,8 @@ class Harness:
     cf: CloudflareEmulator
     workdir: Path
     outputs: list[str] = field(default_factory=list)  # every stdout and stderr, for the token check
+    # How `execute` reads fail2ban (run.execute's `read` seam); None: for real, through the config's command
+    read: Callable[[Config], Fail2banState] | None = None
 
     @property
     def token_file(self) -> Path:
@@ -92,6 +96,9 @@ class Harness:
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         environ = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        # The command starts hundreds of times: let Python keep its bytecode (reconcile/__pycache__, git
+        # ignores it) even where the environment says not to, or every run compiles the package anew.
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
         environ.update(env or {})
         config = config or self.workdir / "reconcile.toml"
         if not config.exists():
@@ -149,6 +156,7 @@ class Harness:
             Options(force=force),
             pacer=pacer,
             client_factory=client_factory(per_page=per_page, session=session),
+            read=self.read or read_configured,
         )
 
 
@@ -180,8 +188,11 @@ FAULT_STEPS = {
 }
 
 
-def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 1.0) -> None:
-    """The next `count` requests of a step get fault `kind` (`delay` only matters for "delay" and "late")."""
+def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: float = 30.0) -> None:
+    """The next `count` requests of a step get fault `kind`.
+
+    `delay` only matters for "delay" and "late": they answer once the client gave up, at the latest then.
+    """
     if step == "later page":
         # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
         # and the fault queued behind it hits the next GET: page 2.
@@ -208,8 +219,8 @@ class CountingSession(requests.Session):
 def wait_for_requests(cf: CloudflareEmulator, count: int, timeout: float = 15.0) -> None:
     """Poll until the emulator has logged `count` requests since its log was cleared.
 
-    A "delay" fault answers (and logs) after the client gave up, so a run can end before its last
-    request lands; checks of the emulator's state wait for that here.
+    A "delay" fault is carried out (and logged) once the client gave up, so a run can end before its
+    last request lands; checks of the emulator's state wait for that here.
     """
     deadline = time.monotonic() + timeout
     while len(cf.requests) < count:
