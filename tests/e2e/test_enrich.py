@@ -44,6 +44,7 @@ def notes_by_ip(h: Harness) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.slow
 def test_one_connection_per_run_and_only_new_addresses(harness: Harness, whois: WhoisServer) -> None:
     first = [str(ipaddress.IPv4Address("45.20.0.0") + i) for i in range(1000)]
     harness.f2b.ban("sshd", *first)
