@@ -18,9 +18,9 @@ system-deps:
 	sh tests/support/install-system-deps.sh
 
 # Several pytest-xdist workers (more than cores: most e2e time is waiting on servers and subprocesses);
-# loadgroup keeps the tests of one installed root or one built wheel on one worker.
+# tests/conftest.py decides which tests share a worker.
 WORKERS ?= 4
-XDIST   := -n $(WORKERS) --dist loadgroup
+XDIST   := -n $(WORKERS)
 
 test: system-deps $(STAMP)
 	$(BIN)/pytest -q $(XDIST) tests/unit tests/e2e

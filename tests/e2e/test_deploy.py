@@ -221,11 +221,6 @@ def action_text(name: str) -> str:
 # ----------------------------------------------------------------------------------------- install
 
 
-# The tests of the installed root share one pytest-xdist worker, so that it is installed once, not once on
-# every worker that runs one of them.
-INSTALLED = pytest.mark.xdist_group("deploy-installed")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cron/install.sh run once into a temporary root, with the cron drop-in."""
@@ -236,7 +231,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@INSTALLED
 def test_install_lays_out_every_file(installed: Path) -> None:
     expected = {
         "etc/systemd/system/reconcile.service": CRON / "reconcile.service",
@@ -273,7 +267,6 @@ def test_install_lays_out_every_file(installed: Path) -> None:
     assert leaking == []
 
 
-@INSTALLED
 def test_installed_package_is_the_one_in_the_venv(installed: Path) -> None:
     result = subprocess.run(
         [str(in_root(installed, f"{VENV}/bin/python")), "-c", "import reconcile; print(reconcile.__file__)"],
@@ -286,7 +279,6 @@ def test_installed_package_is_the_one_in_the_venv(installed: Path) -> None:
     assert Path(result.stdout.strip()).is_relative_to(venv_site_packages(installed))
 
 
-@INSTALLED
 def test_installed_command_reports_against_the_emulator(
     installed: Path, f2b: F2B, cf: CloudflareEmulator, tmp_path: Path
 ) -> None:
@@ -362,7 +354,6 @@ def test_install_twice_keeps_the_configuration(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------- systemd
 
 
-@INSTALLED
 def test_units_pass_systemd_analyze_verify(installed: Path) -> None:
     copy_system_units(installed)
     units = [installed / "etc/systemd/system" / name for name in ("reconcile.service", "reconcile.timer")]
@@ -399,7 +390,6 @@ def test_verify_catches_a_broken_unit(tmp_path: Path, directive: str, broken: st
     assert rc != 0 or lines, f"systemd-analyze accepted {broken}"
 
 
-@INSTALLED
 def test_service_hardening_exposure(installed: Path) -> None:
     copy_system_units(installed)
     result = subprocess.run(
@@ -446,7 +436,6 @@ def test_timer_runs_every_two_minutes() -> None:
 # ----------------------------------------------------------------------------------------- cron
 
 
-@INSTALLED
 def test_cron_dropin_parses_and_names_an_installed_command(installed: Path) -> None:
     path = installed / "etc/cron.d/reconcile"
     assert "." not in path.name  # Debian's cron skips /etc/cron.d files whose names have a dot

@@ -48,16 +48,11 @@ def build_wheel(out: Path) -> tuple[Path, str]:
     return wheel, output
 
 
-# The tests of the built wheel share one pytest-xdist worker: it is built once.
-BUILT = pytest.mark.xdist_group("packaging-wheel")
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return build_wheel(tmp_path_factory.mktemp("packaging"))
 
 
-@BUILT
 def test_the_build_has_no_setuptools_warning(wheel):
     _, output = wheel
     assert "running bdist_wheel" in output  # the backend's own output is there to be read
@@ -65,7 +60,6 @@ def test_the_build_has_no_setuptools_warning(wheel):
     assert not found, "\n".join(found)
 
 
-@BUILT
 def test_the_wheel_is_the_distribution_with_its_license_and_command(wheel):
     path, _ = wheel
     assert path.name == f"fail2ban_cloudflare_reconcile-{__version__}-py3-none-any.whl"
@@ -82,7 +76,6 @@ def test_the_wheel_is_the_distribution_with_its_license_and_command(wheel):
     assert "reconcile/cli.py" in names and "reconcile/core/ranges.py" in names
 
 
-@BUILT
 def test_installed_into_a_fresh_venv_it_gives_the_reconcile_command(wheel, tmp_path):
     path, _ = wheel
     venv = tmp_path / "venv"
