@@ -17,15 +17,20 @@ $(STAMP): pyproject.toml
 system-deps:
 	sh tests/support/install-system-deps.sh
 
+# Several pytest-xdist workers (more than cores: most e2e time is waiting on servers and subprocesses);
+# tests/conftest.py decides which tests share a worker.
+WORKERS ?= 4
+XDIST   := -n $(WORKERS)
+
 test: system-deps $(STAMP)
-	$(BIN)/pytest -q tests/unit tests/e2e
+	$(BIN)/pytest -q $(XDIST) tests/unit tests/e2e
 
 # Seconds: no server, no socket, no subprocess (tests/unit/conftest.py refuses them).
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 test-e2e: system-deps $(STAMP)
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q $(XDIST) tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconcile tests

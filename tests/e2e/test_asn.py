@@ -212,7 +212,7 @@ def test_refused_port_fails_with_one_warning(tmp_path: Path) -> None:
         ttl=TTL,
         now=T0,
     )
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < TIMEOUT  # at once, not after the timeout (how soon: the machine's)
     assert (result.result, result.looked_up, result.answered, dict(result.infos)) == ("failed", 10, 0, {})
     assert result.warning is not None and "connection refused" in result.warning
     assert "\n" not in result.warning
@@ -234,7 +234,8 @@ def test_slow_server_is_cut_off_at_the_timeout(whois: WhoisServer, tmp_path: Pat
     result = run(whois, addresses(20), tmp_path / "asn.json", timeout=timeout)
     elapsed = time.monotonic() - started
 
-    assert timeout <= elapsed < timeout + 0.5
+    # cut off at the timeout, long before the server's 10 s (the margin is for a loaded machine)
+    assert timeout <= elapsed < timeout + 5
     assert result.warning is not None and "\n" not in result.warning
     if after_lines == 0:  # the banner only
         assert (result.result, result.answered) == ("failed", 0)

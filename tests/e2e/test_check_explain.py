@@ -169,6 +169,7 @@ def test_check_fails_a_lock_directory_others_can_write(harness: Harness) -> None
     assert "group or others can write" in checks["lock path"]["found"]
 
 
+@pytest.mark.slow
 def test_check_and_explain_with_the_list_backend(harness: Harness) -> None:
     harness.list_config()
     code, checks = checks_json(harness)

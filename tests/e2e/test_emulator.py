@@ -632,24 +632,36 @@ def test_fault_delay_times_out_without_blocking_others(cf: CloudflareEmulator) -
 # ---------------------------------------------------------------------------------------- rate limiter
 
 
+class SetClock:
+    """Seconds that move only when the test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rate_limit_per_scaled_window() -> None:
-    # rate_window 300 emulated s at time_scale 300: each window lasts one real second.
-    with CloudflareEmulator(rate_limit=20, rate_window=300.0, time_scale=300.0) as emulator:
+    # rate_window 300 emulated s at time_scale 300: each window lasts one second of the emulator's clock,
+    # here one the test sets (22 requests once spread over two real-time windows on a loaded machine).
+    clock = SetClock()
+    with CloudflareEmulator(rate_limit=20, rate_window=300.0, time_scale=300.0, clock=clock) as emulator:
         s = session()
-        emulator.wait_window()
+        clock.now = 0.5  # mid-window
         answers = [s.get(url(emulator)) for _ in range(22)]
-        assert emulator.window_remaining() > 30  # all 22 fell in one window
+        assert emulator.window_remaining() == 150  # all 22 fell in one window
         assert [a.status_code for a in answers] == [200] * 20 + [429, 429]
         limited = answers[20]
         assert error_codes(limited) == [971]
-        assert 1 <= int(limited.headers["Retry-After"]) <= 300
+        assert int(limited.headers["Retry-After"]) == 150
         assert emulator.rate_limited == 2
         assert [r.status for r in emulator.requests][-2:] == [429, 429]
         # Writes are refused too, and change nothing.
         assert s.post(url(emulator), json=rule_body("198.51.100.1")).status_code == 429
         assert emulator.rules() == []
 
-        emulator.wait_window()
+        clock.now = 1.01  # the next window: 303 emulated s
         assert s.get(url(emulator)).status_code == 200
         assert s.post(url(emulator), json=rule_body("198.51.100.1")).status_code == 200
         assert emulator.violations == []

@@ -44,6 +44,7 @@ def notes_by_ip(h: Harness) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.slow
 def test_one_connection_per_run_and_only_new_addresses(harness: Harness, whois: WhoisServer) -> None:
     first = [str(ipaddress.IPv4Address("45.20.0.0") + i) for i in range(1000)]
     harness.f2b.ban("sshd", *first)
@@ -79,7 +80,7 @@ def test_a_failed_lookup_still_writes_every_rule_without_asn(
     if fault == "refused":
         whois.refuse()
     elif fault == "slow":
-        whois.mode, whois.delay = "slow", 30.0
+        whois.mode, whois.delay = "slow", 120.0
     elif fault == "garbled":
         whois.mode = "garbled"
     else:
@@ -91,7 +92,9 @@ def test_a_failed_lookup_still_writes_every_rule_without_asn(
     assert result.stderr.count("ASN lookup") == 1, result.stderr
     notes = notes_by_ip(harness)
     assert set(notes) == set(ADDRESSES) and all(n.asn is None for n in notes.values())
-    assert took < 2 + 8, f"the run took {took:.1f} s with a 2 s lookup timeout"
+    # A run that waited for the slow server would take 120 s; one that kept to the 2 s lookup timeout
+    # takes 2 s plus the run, which a loaded machine can stretch to several seconds.
+    assert took < 60, f"the run took {took:.1f} s with a 2 s lookup timeout"
 
 
 def test_turning_enrichment_on_rewrites_nothing(harness: Harness, whois: WhoisServer) -> None:

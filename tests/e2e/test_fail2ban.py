@@ -244,6 +244,7 @@ def test_server_in_another_time_zone_is_detected_from_its_database(caplog: pytes
 # --- the restore witness ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.fail2ban
 def test_a_read_right_after_a_restart_has_every_ban(f2b: F2B, caplog: pytest.LogCaptureFixture) -> None:
     # a real restart: with 7,000 bans the read usually lands mid-restore (the hiding wrapper below makes

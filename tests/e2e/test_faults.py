@@ -490,9 +490,9 @@ def test_budget_goes_to_the_newest_bans_and_later_runs_finish(banned_f2b: F2B, t
 
 
 def test_deadline_stops_the_run_instead_of_waiting(world: World) -> None:
-    # 30 requests a minute is one every 2 s: the second request would start after the 2 s limit.
+    # 1 request a minute: the second request would start a minute in, long after the 2 s limit.
     config = world.h.config(
-        fail2ban={"jails": [JAIL]}, cloudflare={"requests_per_minute": 30}, run={"max_seconds": 2}
+        fail2ban={"jails": [JAIL]}, cloudflare={"requests_per_minute": 1}, run={"max_seconds": 2}
     )
     started = time.monotonic()
     result = world.h.run(config=config)
@@ -500,7 +500,8 @@ def test_deadline_stops_the_run_instead_of_waiting(world: World) -> None:
     assert result.returncode == 4, result.stderr
     assert "time limit of 2 s for this run reached" in result.stderr
     assert "Traceback" not in result.stderr
-    assert took < 2 + 3, "the run waited for a request it could not make in time"
+    # waiting would take a minute; the margin is for a loaded machine's start-up and fail2ban read
+    assert took < 30, "the run waited for a request it could not make in time"
     assert len(world.cf.requests) <= 1 and world.cf.writes() == []
     world.h.config(fail2ban={"jails": [JAIL]})
     clean_run_converges(world)

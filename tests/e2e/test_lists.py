@@ -226,6 +226,7 @@ def test_a_failed_operation_is_reported_with_cloudflares_error_and_redone_next_r
     assert set(harness.items()) == {"45.155.205.1", "45.155.205.2"}
 
 
+@pytest.mark.slow
 @integration
 def test_busy_429_with_slow_operations_gets_no_429(harness: Harness) -> None:
     harness.cf.lists_state.operation_delay = 2.0
@@ -278,6 +279,7 @@ def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path
     assert len(harness.items()) == 20
 
 
+@pytest.mark.slow
 @integration
 def test_switching_from_rules_keeps_every_block_until_the_list_is_enforced(harness: Harness) -> None:
     ips = addresses(12)

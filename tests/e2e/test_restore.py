@@ -86,6 +86,7 @@ def test_a_run_during_the_restore_waits_for_it_and_deletes_nothing(harness: Harn
     assert "9 kept" in after.stderr
 
 
+@pytest.mark.slow
 def test_bans_never_restored_are_treated_as_not_banned_after_the_wait(harness: Harness) -> None:
     seeded(harness)
     config = hide(harness, HIDDEN, calls=10**6)  # fail2ban never shows them

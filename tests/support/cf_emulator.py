@@ -599,10 +599,6 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         """Emulated seconds left in the current rate-limit window."""
         return self.rate_window - (self._elapsed() % self.rate_window)
 
-    def wait_window(self) -> None:
-        """Sleep (real time) until the current rate-limit window has ended."""
-        time.sleep(self.window_remaining() / self.time_scale + 0.005)
-
     # ---------------------------------------------------------------------------- seeding / inspection
 
     def _scope(self, kind: str, scope_id: str) -> dict[str, dict[str, Any]]:
