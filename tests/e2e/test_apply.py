@@ -1,4 +1,4 @@
-"""reconcile.apply: each write's result, with an in-memory writer, and once against the emulator."""
+"""cloudflare/rule_writes.py against the emulator (the in-memory writer's cases: tests/unit/test_apply.py)."""
 
 from __future__ import annotations
 

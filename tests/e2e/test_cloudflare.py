@@ -1,4 +1,5 @@
-"""reconcile.cloudflare: the HTTP client, against the local Cloudflare emulator (and a few pure checks).
+"""reconcile/cloudflare/ (the transport and the rules client): the HTTP client, against the local
+Cloudflare emulator (and a few pure checks).
 
 Backoff sleeps go to a list instead of the clock, so the retry tests do not wait.
 """

@@ -1,7 +1,7 @@
 """fail2ban's database as a witness, through the installed command (real fail2ban-server, the emulator).
 
 - Restore: after a (re)start fail2ban restores its bans asynchronously, so a run can see fewer bans than
-  the database holds. tests/f2b_restore_wrapper.py makes that window deterministic: it hides some bans
+  the database holds. tests/support/f2b_restore_wrapper.py makes that window deterministic: it hides some bans
   from the first answers of `get JAIL banip --with-time` while the real database holds them.
 - Time zone: fail2ban prints its times in its own zone; a server started with another TZ than the command.
 """

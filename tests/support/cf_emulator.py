@@ -1,7 +1,7 @@
 """A local Cloudflare API emulator for IP Access Rules, used by every integration test.
 
 A real HTTP/1.1 server on 127.0.0.1 that keeps rules per zone / account like Cloudflare, checks auth,
-validates every request (and its own 2xx answers) against tests/cloudflare-openapi-subset.json with
+validates every request (and its own 2xx answers) against tests/support/cloudflare-openapi-subset.json with
 openapi-core, rate-limits per fixed window and can inject faults. The contract is in the brief
 (COMMON.md, "Cloudflare emulator contract"); the schema quirks are in cloudflare-openapi-subset.SOURCE.md.
 
@@ -10,7 +10,7 @@ Besides the rules: `GET /user/tokens/verify` (token status and expiry configurab
 `date_offset`, for clock-skew checks. Paging like a less obliging server: `clamp_per_page` serves and
 reports at most that many rules a page, `ignore_page` answers every page with the first one.
 
-Account IP lists (asynchronous bulk operations) and zone WAF entry-point rulesets: tests/cf_lists.py.
+Account IP lists (asynchronous bulk operations) and zone WAF entry-point rulesets: tests/support/cf_lists.py.
 """
 
 from __future__ import annotations
@@ -527,7 +527,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         self._window_count = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        # Account IP lists and zone rulesets (tests/cf_lists.py); its options are attributes there.
+        # Account IP lists and zone rulesets (tests/support/cf_lists.py); its options are attributes there.
         self.lists_state = cf_lists.ListsState(
             accounts=accounts_list,
             zones=zones_list,
@@ -771,7 +771,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
             route = None  # e.g. GET of one rule: cut from the schema subset, so no route here either
         other = _OTHER.get((inc.method, inc.path)) if inc.prefixed else None
         if other is None and inc.prefixed and cf_lists.route(inc.method, inc.path) is not None:
-            other = "lists"  # account lists and zone rulesets: answered by tests/cf_lists.py
+            other = "lists"  # account lists and zone rulesets: answered by tests/support/cf_lists.py
         key = (inc.method, inc.path)
         done_event: threading.Event | None = None
         with self._lock:
@@ -915,7 +915,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         return _json_reply(200, {**_envelope(token), "messages": messages})
 
     def _answer_lists(self, inc: _Incoming, auth: str) -> _Reply:
-        """Account lists and zone rulesets: auth and schema as for the rules, then tests/cf_lists.py."""
+        """Account lists and zone rulesets: auth and schema as for the rules, then cf_lists.py."""
         found = cf_lists.route(inc.method, inc.path)
         assert found is not None
         if auth in ("none", "malformed"):

@@ -1,4 +1,4 @@
-"""Account IP lists (asynchronous bulk item operations) and zone WAF rulesets, for tests/cf_emulator.py.
+"""Account IP lists (asynchronous bulk item operations) and zone WAF rulesets, for cf_emulator.py.
 
 State and handlers only: cf_emulator routes the requests here after auth, rate limiting, faults and
 schema validation, and wraps the (status, document) answers. Behaviour and its sources:

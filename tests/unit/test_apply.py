@@ -1,4 +1,5 @@
-"""reconcile.apply: each write's result, with an in-memory writer, and once against the emulator."""
+"""cloudflare/rule_writes.py: each write's result, with an in-memory writer (the emulator's case is in
+tests/e2e/test_apply.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """reconcile.asn: the bulk answer parser on real Team Cymru lines, the cache, and the one connection
-against a local whois server (tests/whois_server.py) in each of its moods."""
+against a local whois server (tests/support/whois_server.py) in each of its moods."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Parsing fail2ban's answers and merging bans (reconcile.bans), with outputs captured from fail2ban 1.0.2."""
+"""Parsing fail2ban's answers and merging bans (fail2ban/parse.py, core/merge.py), with outputs captured
+from fail2ban 1.0.2."""
 
 from __future__ import annotations
 
