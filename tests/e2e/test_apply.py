@@ -44,7 +44,7 @@ def renew(ip: str, *, banned: bool = True, rule_id: str = GONE_ID) -> Change:
 
 
 def test_renew_404_against_the_emulator(cf: CloudflareEmulator) -> None:
-    client = Client(cf.base_url, Credentials(token=TOKEN), pacer=Pacer(1_000_000, 100, 60), timeout=5)
+    client = Client(cf.base_url, Credentials(token=TOKEN), pacer=Pacer(1_000_000, 100, 60), timeout=30)
     change = renew("45.155.205.233")
     applied = apply(Plan((change,)), client, "block")
     assert [o.result for o in applied.outcomes] == [Result.DONE]

@@ -48,7 +48,7 @@ class Harness:
         self.sleeps: list[float] = []
         credentials = kwargs.pop("credentials", Credentials(token=TOKEN))
         self.pacer = kwargs.pop("pacer", Pacer(1_000_000, 10_000, 600))
-        kwargs.setdefault("timeout", 5.0)
+        kwargs.setdefault("timeout", 30.0)  # far above a loopback answer, also on a loaded machine
         self.client = Client(cf.base_url, credentials, pacer=self.pacer, sleep=self.sleeps.append, **kwargs)
 
 

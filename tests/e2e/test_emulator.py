@@ -58,7 +58,7 @@ def error_codes(response: requests.Response) -> list[int]:
     return [e["code"] for e in doc["errors"]]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -159,7 +159,7 @@ def test_created_on_follows_the_scaled_clock() -> None:
 
 def test_keep_alive_serves_several_requests_on_one_connection(cf: CloudflareEmulator) -> None:
     port = int(cf.base_url.split(":")[2].split("/")[0])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         path = f"/client/v4/zones/{ZONE_ID}/firewall/access_rules/rules"
@@ -570,17 +570,17 @@ def test_fault_reset_is_a_connection_error(cf: CloudflareEmulator) -> None:
     cf.inject("reset", method="POST", count=2)
     for _ in range(2):
         with pytest.raises(requests.ConnectionError):
-            s.post(url(cf), json=rule_body("198.51.100.1"), timeout=5)  # a hang must not pass as a reset
-    assert s.post(url(cf), json=rule_body("198.51.100.1"), timeout=5).status_code == 200
+            s.post(url(cf), json=rule_body("198.51.100.1"), timeout=30)  # a hang must not pass as a reset
+    assert s.post(url(cf), json=rule_body("198.51.100.1"), timeout=30).status_code == 200
     assert [r.status for r in cf.writes()] == [0, 0, 200]
 
 
 def test_fault_lost_carries_out_the_request_then_resets(cf: CloudflareEmulator) -> None:
     cf.inject("lost", method="POST")
     with pytest.raises(requests.ConnectionError):
-        session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)
+        session().post(url(cf), json=rule_body("198.51.100.1"), timeout=30)
     assert [r["configuration"]["value"] for r in cf.rules()] == ["198.51.100.1"]  # stored all the same
-    again = session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)
+    again = session().post(url(cf), json=rule_body("198.51.100.1"), timeout=30)
     assert again.status_code == 400 and error_codes(again) == [10009]
     assert [r.status for r in cf.writes()] == [0, 400]
 
@@ -590,7 +590,7 @@ def test_fault_late_carries_out_the_request_at_once_and_answers_late(cf: Cloudfl
     with pytest.raises(requests.Timeout):
         session().post(url(cf), json=rule_body("198.51.100.1"), timeout=0.2)
     assert len(cf.rules()) == 1  # stored before the client gave up
-    assert error_codes(session().post(url(cf), json=rule_body("198.51.100.1"), timeout=5)) == [10009]
+    assert error_codes(session().post(url(cf), json=rule_body("198.51.100.1"), timeout=30)) == [10009]
 
 
 def test_fault_matching_by_method_and_path(cf: CloudflareEmulator) -> None:

@@ -89,7 +89,7 @@ def burst_f2b(f2b: F2B) -> F2B:
 
 def harness_for(f2b: F2B, cf: CloudflareEmulator, tmp_path: Path) -> Iterator[Harness]:
     for h in make_harness(f2b, cf, tmp_path):
-        h.config(fail2ban={"jails": ["sshd"]}, cloudflare={"timeout": 10})
+        h.config(fail2ban={"jails": ["sshd"]}, cloudflare={"timeout": 60})
         yield h
 
 

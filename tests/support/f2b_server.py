@@ -193,8 +193,19 @@ class F2B:
         return value
 
     def ban(self, jail: str, *ips: str) -> None:
-        """One synchronous `set JAIL banip IP…`: the bans are in memory when it returns."""
+        """One `set JAIL banip IP…`; when it returns the bans are in memory and in the database.
+
+        fail2ban answers once the bans are in memory and stores them a moment later (fail2ban-facts §8):
+        a test that reads the database, or kills the server, right after a ban must find them there.
+        """
         self.request("set", jail, "banip", *ips)
+        if not Path(self.dbfile).is_file():  # "None" or ":memory:": nothing to wait for
+            return
+        deadline = time.monotonic() + 10
+        while not set(self.request("get", jail, "banip")) <= {ip for j, ip in stored_bans(self) if j == jail}:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bans of {jail} not in fail2ban's database after 10 s")
+            time.sleep(0.005)
 
     def banned(self) -> dict[str, list[str]]:
         """Every jail's banned addresses (`banned`)."""
@@ -312,15 +323,6 @@ def stored_bans(srv: F2B) -> set[tuple[str, str]]:
     """(jail, address) of every ban in the server's database (`bips`, current or not)."""
     with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
         return {(jail, ip) for jail, ip in db.execute("SELECT jail, ip FROM bips")}
-
-
-def wait_stored(srv: F2B, jail: str, ip: str, timeout: float = 10.0) -> None:
-    """Until the database holds the ban: fail2ban writes it a moment after `banip` returns (fail2ban-facts
-    §8), so a kill -9 right after a ban can lose it."""
-    deadline = time.monotonic() + timeout
-    while (jail, ip) not in stored_bans(srv):
-        assert time.monotonic() < deadline, f"{jail} {ip} not in fail2ban's database after {timeout} s"
-        time.sleep(0.01)
 
 
 class ServerPool:
