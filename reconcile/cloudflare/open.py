@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from reconcile.cloudflare.backend import Backend
@@ -55,8 +56,11 @@ def _scopes_of(config: Config) -> list[Scope]:
     return [Scope(ScopeKind.ZONE, zone) for zone in config.cloudflare.zone_ids]
 
 
-def policy_of(config: Config) -> Policy:
-    """What the backend plans with: how this host's rules are written, and what is never blocked."""
+def policy_of(config: Config, jails: Collection[str]) -> Policy:
+    """What the backend plans with: how this host's rules are written, and what is never blocked.
+
+    `jails` are the jails read from this fail2ban: `Fail2Ban <jail>` notes are adopted only for them.
+    """
     return Policy(
         tag=config.cloudflare.tag,
         host_id=config.policy.host_id,
@@ -64,4 +68,5 @@ def policy_of(config: Config) -> Policy:
         allowlist=config.policy.allowlist,
         max_rule_age=config.policy.max_rule_age,
         cloudflare_ranges=ranges.ALL if config.policy.skip_cloudflare_ranges else (),
+        jails=frozenset(jails),
     )

@@ -24,6 +24,8 @@ from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.merge import merge
 from reconcile.core.model import Fail2banState
+from reconcile.core.sanitize import escape
+from reconcile.enrich.cache import location_problem as cache_problem
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
 from reconcile.fail2ban import state as fail2ban
 
@@ -49,7 +51,8 @@ class Check:
 
 def main(config: Config, creds: Credentials, fmt: str, *, now: datetime | None = None) -> int:
     checks = run_checks(config, creds, now or datetime.now(UTC))
-    print(to_json(checks) if fmt == "json" else table(checks))
+    # Found texts quote other writers (WAF rules, server errors): escaped for the terminal (DESIGN §12).
+    print(to_json(checks) if fmt == "json" else escape(table(checks)))
     return EXIT_FAILURE if any(c.status is Status.FAIL for c in checks) else EXIT_OK
 
 
@@ -149,7 +152,10 @@ def _paths(config: Config) -> list[Check]:
         wanted.append(("ASN cache", config.enrich.cache_file, "[enrich] cache_file"))
     checks = []
     for name, path, key in wanted:
-        problem = lock.location_problem(path) if key == "[run] lock_file" else _writable_dir(path)
+        if key == "[run] lock_file":
+            problem = lock.location_problem(path)
+        else:  # a cache others could plant is refused by a run: say so here (DESIGN §12)
+            problem = (cache_problem(path) if name == "ASN cache" else None) or _writable_dir(path)
         if problem is None:
             checks.append(Check(Status.OK, f"{name} path", f"{path} can be written"))
         else:
