@@ -50,7 +50,8 @@ def hosts_text(hosts: Sequence[str], width: int = HOSTS_SHOWN) -> str:
             break
         shown.append(name[:width] + ("…" if len(name) > width else ""))
         used += len(shown[-1]) + 1
-    return f"{','.join(shown)},… +{len(names) - len(shown):,}"
+    rest = len(names) - len(shown)
+    return f"{','.join(shown)},… +{rest:,}" if rest else ",".join(shown)
 
 
 def cut(text: str, limit: int = 80) -> str:
