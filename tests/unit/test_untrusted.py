@@ -8,6 +8,7 @@ import ipaddress
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -20,6 +21,9 @@ from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import MAX_NOTES, Lease, NoteKind, format_note, parse_note
 from reconcile.core.planner import make_plan
 from reconcile.core.sanitize import cut, escape, escape_line, hosts_text
+from reconcile.enrich import cache as cache_mod
+from reconcile.enrich.cache import load_cache, save_cache
+from reconcile.enrich.cymru import parse_line
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -263,3 +267,43 @@ def test_host_names_compare_in_lower_case() -> None:
     assert change.action is Action.KEEP and change.reason == "up to date"
     written = format_note(TAG, Lease(("sshd",), ("Web2", "WEB1"), NOW, None))
     assert written is not None and "host=web1,web2 " in written
+
+
+# ------------------------------------------------------------------------------------------ AS names, cache
+
+
+def test_an_as_name_is_cleaned_where_it_enters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = parse_line(
+        "64500 | 45.52.0.2 | 45.52.0.0/24 | DE | ripencc | 2020-01-01 | EVIL\x9b31m\u202eNAME\x1b"
+    )
+    assert parsed is not None and parsed[1].name is not None and not UNSAFE.search(parsed[1].name)
+    cache = tmp_path / "asn.json"
+    entry = {
+        "asn": "AS1",
+        "cc": None,
+        "name": "X\u202eY\x9b",
+        "prefix": None,
+        "looked_up": "2026-11-21T10:00:00Z",
+    }
+    cache.write_text(json.dumps({"version": 1, "entries": {"45.52.0.2": entry}}))
+    tmp_path.chmod(0o755)
+    entries, problem = load_cache(cache)
+    assert problem is None and entries["45.52.0.2"].info.name == "X Y"
+
+
+def test_a_cache_is_read_with_a_bound_and_refused_where_others_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "asn.json"
+    cache.write_text(json.dumps({"version": 1, "entries": {}}) + " " * 200)
+    tmp_path.chmod(0o755)
+    assert load_cache(cache) == ({}, None)
+    monkeypatch.setattr(cache_mod, "MAX_BYTES", 100)
+    entries, problem = load_cache(cache)
+    assert entries == {} and problem is not None and "over" in problem
+    tmp_path.chmod(0o1777)
+    entries, problem = load_cache(cache)
+    assert problem is not None and "group or others can write" in problem
+    with pytest.raises(PermissionError):
+        save_cache(cache, {}, 10)
+    tmp_path.chmod(0o755)
