@@ -307,3 +307,28 @@ def test_a_cache_is_read_with_a_bound_and_refused_where_others_write(
     with pytest.raises(PermissionError):
         save_cache(cache, {}, 10)
     tmp_path.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------- --explain, --check output
+
+
+def test_explain_and_check_print_nothing_raw(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line of defence: whatever text a server or another writer put in a reason or a found
+    line, the printed table has it escaped (the JSON form escapes as JSON does)."""
+    from reconcile.core.changes import Change
+    from reconcile.ops import check, explain
+
+    ip = ipaddress.ip_address("45.51.0.1")
+    found = explain.Explanation(
+        ip, (), ("status",), (), (Change(Action.KEEP, "45.51.0.1", HOSTILE),), (HOSTILE,)
+    )
+    monkeypatch.setattr(explain, "explain", lambda *args: found)
+    explain.main(None, None, ip, "table")  # type: ignore[arg-type]
+    monkeypatch.setattr(
+        check, "run_checks", lambda *args: [check.Check(check.Status.FAIL, "x", HOSTILE, HOSTILE)]
+    )
+    check.main(None, None, "table")  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "EVIL" in out and not UNSAFE.search(out)
