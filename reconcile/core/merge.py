@@ -42,7 +42,7 @@ def read_address(text: str) -> tuple[IPAddress, str]:
             mapped = ip.ipv4_mapped
             return (
                 mapped,
-                f"{ip.compressed} is the IPv4-mapped form of {mapped}: read as {mapped}, as a ban is",
+                f"{cut(value, 60)} is the IPv4-mapped form of {mapped}: read as {mapped}, as a ban is",
             )
     return ip, ""
 
