@@ -4,28 +4,19 @@
 # dpkg-buildpackage writes its results next to the source tree, so it builds a copy of this tree (the
 # files git tracks or would track: no venv, no caches) in a temporary directory, and only the results are
 # moved to dist/. Missing build dependencies (debian/control's Build-Depends) and lintian are installed
-# first when this runs as root.
+# first (as root).
 set -eu
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 DIST=$SRC/dist
 say() { printf 'make deb: %s\n' "$*"; }
 
-need=""
-command -v dpkg-buildpackage >/dev/null 2>&1 || need="$need dpkg-dev"
-command -v lintian >/dev/null 2>&1 || need="$need lintian"
+sh "$SRC/tests/debian/needs.sh" dpkg-dev lintian
 if ! (cd "$SRC" && dpkg-checkbuilddeps >/dev/null 2>&1); then
-    need="$need $(cd "$SRC" && dpkg-checkbuilddeps 2>&1 | sed -n 's/.*Unmet build dependencies: //p' \
-        | sed 's/([^)]*)//g')"
-fi
-if [ -n "$(echo "$need" | tr -d ' ')" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "make deb: missing Debian packages:$need (run as root, or: sudo apt-get install$need)" >&2
-        exit 1
-    fi
-    say "installing$need"
+    # debian/control's Build-Depends, as apt resolves them (debhelper-compat is a virtual package).
+    [ "$(id -u)" = 0 ] || { (cd "$SRC" && dpkg-checkbuilddeps); exit 1; }
+    say "installing the build dependencies"
     apt-get update -qq
-    # shellcheck disable=SC2086  # a list of package names
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+    (cd "$SRC" && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq --no-install-recommends ./ >/dev/null)
 fi
 
 work=$(mktemp -d)
@@ -35,12 +26,14 @@ mkdir "$work/src"
     | tar --null --files-from=- --ignore-failed-read -cf -) | tar -xf - -C "$work/src"
 say "building in $work"
 # Debian's own python3: a python3.11 first in PATH (pyenv, a venv) would build with another interpreter.
-(cd "$work/src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc --build=full) > "$work/build.log" 2>&1 || {
+(cd "$work/src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc --build=full) \
+    > "$work/build.log" 2>&1 || {
     tail -40 "$work/build.log" >&2
     echo "make deb: dpkg-buildpackage failed (the last 40 lines of its log above)" >&2
     exit 1
 }
 mkdir -p "$DIST"
+rm -f "$DIST"/fail2ban-cloudflare-reconcile_*  # an older build's, which lintian would read too
 for file in "$work"/*.deb "$work"/*.dsc "$work"/*.tar.* "$work"/*.changes "$work"/*.buildinfo; do
     [ -e "$file" ] && mv "$file" "$DIST/"
 done

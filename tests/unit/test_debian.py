@@ -81,7 +81,11 @@ def test_depends_are_debians_packages_of_what_pyproject_requires() -> None:
         required[match.group(1)] = match.group(2)
     # Each lower bound is Debian 12's version, which make test-unit-debian tests against.
     assert required == pins
-    assert depends == {DEBIAN_NAMES[name]: f">= {version}" for name, version in required.items()}
+    python = pyproject["project"]["requires-python"]
+    assert depends == {
+        "python3": python.replace(">=", ">= "),  # pyproject's requires-python, which dh_python3 leaves out
+        **{DEBIAN_NAMES[name]: f">= {version}" for name, version in required.items()},
+    }
     assert "${python3:Depends}" in binary["Depends"] and "${misc:Depends}" in binary["Depends"]
     build = relations(source["Build-Depends"])
     assert {"dh-python", "pybuild-plugin-pyproject", "python3-all", "python3-hatchling"} <= set(build)

@@ -77,7 +77,9 @@ def test_every_option_of_help_and_no_other() -> None:
                 documented[word] = None if after is None or after.startswith("-") else after
     assert set(documented) == set(wanted), set(documented) ^ set(wanted)
     for option, shown in wanted.items():
-        assert documented[option] == shown, f"{option}: the page shows {documented[option]!r}, --help {shown!r}"
+        assert documented[option] == shown, (
+            f"{option}: the page shows {documented[option]!r}, --help {shown!r}"
+        )
 
 
 def test_the_synopsis_names_every_option_but_help() -> None:
@@ -85,7 +87,9 @@ def test_the_synopsis_names_every_option_but_help() -> None:
     for action in cli.parser()._actions:
         if "--help" in action.option_strings:
             continue
-        shown = [o for o in action.option_strings if re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", synopsis)]
+        shown = [
+            o for o in action.option_strings if re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", synopsis)
+        ]
         assert shown, action.option_strings  # one of its spellings (-v for -v/--verbose)
 
 
@@ -124,15 +128,18 @@ def environment_read() -> set[str]:
     names = set()
     for path in (REPO / "reconcile").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
                 owner = ast.unparse(node.func.value)
                 reads = node.func.attr == "get" and re.search(r"env|environ", owner)
-                if (reads or node.func.attr == "getenv") and node.args:
-                    if isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-                        names.add(node.args[0].value)
-            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
-                if isinstance(node.slice, ast.Constant):
-                    names.add(str(node.slice.value))
+                first = node.args[0]
+                if (reads or node.func.attr == "getenv") and isinstance(first, ast.Constant):
+                    names.add(str(first.value))
+            elif (
+                isinstance(node, ast.Subscript)
+                and ast.unparse(node.value) in ("os.environ", "environ")
+                and isinstance(node.slice, ast.Constant)
+            ):
+                names.add(str(node.slice.value))
     return names
 
 
