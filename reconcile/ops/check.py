@@ -28,6 +28,7 @@ from reconcile.core.sanitize import escape
 from reconcile.enrich.cache import location_problem as cache_problem
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
 from reconcile.fail2ban import state as fail2ban
+from reconcile.ops import schedule
 
 MIGRATION = "README, 'Migrating from the per-ban curl scripts'"
 MAX_SKEW = timedelta(seconds=60)
@@ -81,6 +82,7 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
     state, fail2ban_checks = _fail2ban(config)
     checks += fail2ban_checks
     checks += _paths(config)
+    checks.append(_schedule(schedule.find()))
     client = make_client(config, creds)
     with contextlib.closing(make_backend(config, client)) as backend:
         checks += _cloudflare(creds, client, backend, now)
@@ -161,6 +163,10 @@ def _paths(config: Config) -> list[Check]:
         else:
             checks.append(Check(Status.FAIL, f"{name} path", problem, f"fix {key}, or run as root"))
     return checks
+
+
+def _schedule(found: schedule.Schedule) -> Check:
+    return Check(Status.OK if found.scheduled else Status.WARN, "schedule", found.found, found.todo)
 
 
 # --- Cloudflare --------------------------------------------------------------------------------------
