@@ -15,7 +15,17 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from reconcile.core.addresses import Skip, classifier
-from reconcile.core.changes import BLOCKING_MODES, Action, Change, Membership, Owner, OwnerKind, Plan, Policy
+from reconcile.core.changes import (
+    BLOCKING_MODES,
+    Action,
+    Change,
+    Membership,
+    Owner,
+    OwnerKind,
+    Plan,
+    Policy,
+    planned,
+)
 from reconcile.core.collector import collector_paused
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.notes import Lease, Note, NoteKind, format_note, format_time, host_set, parse_note
@@ -27,6 +37,13 @@ def lease_end(ban: Ban, max_rule_age: timedelta | None) -> datetime | None:
         return ban.until
     capped = ban.since + max_rule_age
     return capped if ban.until is None or capped < ban.until else ban.until
+
+
+def compressed(ip: IPAddress) -> str:
+    """`ip.compressed`; an IPv4 address's dotted quad from its bytes in a third of ipaddress's time."""
+    if type(ip) is ipaddress.IPv4Address:
+        return "%d.%d.%d.%d" % tuple(ip.packed)  # noqa: UP031 - half the time of an f-string here
+    return ip.compressed
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -61,7 +78,7 @@ def _make_plan(
     not_desired: dict[str, tuple[Ban, str]] = {}
     skip = classifier(tuple(policy.allowlist), tuple(policy.cloudflare_ranges))
     for ban in bans:
-        value = ban.ip.compressed
+        value = compressed(ban.ip)
         end = lease_end(ban, policy.max_rule_age)
         why = skip(ban.ip)
         if why is Skip.ALLOWLISTED:
@@ -209,16 +226,16 @@ class _Base(NamedTuple):
     asn: str | None
 
     def keep(self, reason: str, action: Action = Action.KEEP) -> Change:
-        return Change(
+        return planned(
             action, self.value, reason, self.scope, self.ban, self.rule, self.owner, None, "",
-            self.jails, self.ip, self.asn,
+            self.jails, self.ip, self.asn, None,
         )  # fmt: skip
 
     def write(
         self, action: Action, reason: str, lease: Lease, policy: Policy, membership: Membership | None = None
     ) -> Change:
         leave = membership is Membership.LEAVE  # the ban is not this host's any more
-        return Change(
+        return planned(
             action, self.value, reason, self.scope, None if leave else self.ban, self.rule, self.owner, lease,
             format_note(policy.tag, lease) or "", self.jails, self.ip, lease.asn or self.asn, membership,
         )  # fmt: skip
