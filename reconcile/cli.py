@@ -212,7 +212,7 @@ def _main(args: argparse.Namespace) -> int:
         from reconcile.ops import explain
 
         return explain.main(config, creds, args.explain, fmt)
-    from reconcile import lock, metrics
+    from reconcile import lock
     from reconcile.run import Options
 
     options = Options(report=args.report, force=args.force)
@@ -223,7 +223,11 @@ def _main(args: argparse.Namespace) -> int:
             log.info("another run holds %s; nothing to do", config.run.lock_file)
             return EXIT_OK
         outcome = _execute(config, creds, options)
-        metrics.publish(outcome, config)
+        if config.metrics.textfile is not None:
+            # Only then: prometheus_client is start-up time every kicked run would pay for nothing.
+            from reconcile import metrics
+
+            metrics.publish(outcome, config)
         return _finish(outcome, args, config)
 
 

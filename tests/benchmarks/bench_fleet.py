@@ -13,6 +13,8 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.benchmarks import report
 from tests.support.fleet_scenario import Figures, Scenario, simulate
 
@@ -29,6 +31,7 @@ def _seconds(value: float | None) -> str:
     return "never (> 1 % not at the edge within the hour)" if value is None else f"{value:,.0f}"
 
 
+@pytest.mark.timeout(3600)
 def test_fleet() -> None:
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = dict(
