@@ -18,11 +18,19 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
-def address_of(value: str) -> IPAddress | None:
+def dotted_quad(value: str) -> ipaddress.IPv4Address | None:
+    """`ipaddress.IPv4Address(value)` for the text it accepts, None for any other (then ask ipaddress)."""
     dotted = _IPV4.fullmatch(value)
+    if dotted is None:
+        return None
+    a, b, c, d = dotted.groups()
+    return ipaddress.IPv4Address((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
+
+
+def address_of(value: str) -> IPAddress | None:
+    dotted = dotted_quad(value)
     if dotted is not None:
-        a, b, c, d = dotted.groups()
-        return ipaddress.IPv4Address((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
+        return dotted
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:

@@ -27,6 +27,7 @@ from reconcile.core.changes import (
     planned,
 )
 from reconcile.core.collector import collector_paused
+from reconcile.core.merge import dotted_quad
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.notes import Lease, Note, NoteKind, format_note, format_time, host_set, parse_note
 
@@ -195,7 +196,8 @@ def _rule_ip(rule: Rule) -> IPAddress | None:
         # The target's own class first: ip_address tries IPv4 first, and its failure costs as much again.
         if rule.target == "ip6":
             return ipaddress.IPv6Address(rule.value)
-        return ipaddress.IPv4Address(rule.value)
+        # Every other host's rule is parsed on every run of every host: one regex, not ipaddress's Python.
+        return dotted_quad(rule.value) or ipaddress.IPv4Address(rule.value)
     except ValueError:
         pass
     try:

@@ -8,6 +8,8 @@ ending) and one burst of `burst` new bans on one host half-way through.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import logging
 import math
 import random
@@ -55,7 +57,7 @@ class Figures:
     limited: int  # 429s
     new_bans: int
     at_edge: int  # of the new bans, how many had a rule by the end
-    p50: float | None  # seconds from ban to a rule at the edge
+    p50: float | None  # seconds from a new ban (churn, not the burst) to a rule at the edge
     p99: float | None  # None: more than 1 % never got there within the simulation
     burst_p99: float | None
 
@@ -81,7 +83,7 @@ def simulate(scenario: Scenario, workdir: Path) -> Figures:
         else:
             model.add(ip, seed_note(("x0",), -3600.0, WEEK))
     model.first_rule.clear()
-    fresh = iter(addresses(10**6, "46.0.0.0"))
+    fresh = (str(ipaddress.IPv4Address("46.0.0.0") + i) for i in itertools.count())  # never banned before
     new: dict[str, float] = {}  # IP -> when it was banned
     per_hour = max(1, round(scenario.per_host * scenario.churn_per_hour))
     changes = math.ceil(per_hour * scenario.duration / 3600)
@@ -122,6 +124,8 @@ def _figures(
         most = max(most, end - start + 1)
     waits = {ip: model.first_rule[ip] - at for ip, at in new.items() if ip in model.first_rule}
     runs = [code for host in hosts for at, code in host.exits if at < scenario.duration]
+    bursted = set(burst)
+    churn = {ip: at for ip, at in new.items() if ip not in bursted}  # the steady trickle of new bans
     return Figures(
         hosts=scenario.hosts,
         runs=len(runs),
@@ -132,8 +136,8 @@ def _figures(
         limited=sum(1 for t, status in model.requests if status == 429 and t < scenario.duration),
         new_bans=len(new),
         at_edge=len(waits),
-        p50=_percentile(waits, new, 50),
-        p99=_percentile(waits, new, 99),
+        p50=_percentile({ip: w for ip, w in waits.items() if ip in churn}, churn, 50),
+        p99=_percentile({ip: w for ip, w in waits.items() if ip in churn}, churn, 99),
         burst_p99=_percentile({ip: waits[ip] for ip in burst if ip in waits}, dict.fromkeys(burst, 0.0), 99),
     )
 
