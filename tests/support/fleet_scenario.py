@@ -63,7 +63,18 @@ class Figures:
 
 
 def simulate(scenario: Scenario, workdir: Path) -> Figures:
-    logging.getLogger("reconcile").setLevel(logging.ERROR)  # a run's INFO lines, 3,000 times over
+    # A run's INFO lines, 3,000 times over, would cost more than the runs; the level is put back after,
+    # or every later test of this process would lose the warnings it looks for.
+    logger = logging.getLogger("reconcile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _simulate(scenario, workdir)
+    finally:
+        logger.setLevel(level)
+
+
+def _simulate(scenario: Scenario, workdir: Path) -> Figures:
     rng = random.Random(scenario.seed)
     sim = SimTime()
     model = CloudflareModel(sim, scenario.latency, Quota(scenario.quota, scenario.window))
