@@ -116,6 +116,52 @@ class Change:
         return WRITE_ORDER[self.action], newest_first, self.value
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def planned(
+    action: Action,
+    value: str,
+    reason: str,
+    scope: Scope | None,
+    ban: Ban | None,
+    rule: Rule | None,
+    owner: Owner | None,
+    lease: Lease | None,
+    notes: str,
+    jails: tuple[str, ...],
+    ip: IPAddress | None,
+    asn: str | None,
+    membership: Membership | None,
+) -> Change:
+    """`Change(...)` with every field but `capacity` given, in a third of the time: the planner makes one
+    per ban and rule, and a frozen dataclass's __init__ sets its 14 fields one object.__setattr__ at a
+    time (a fifth of planning 100,000 bans). The same value: tests/unit/test_fast_paths.py compares."""
+    change = _new(Change)
+    _set(
+        change,
+        "__dict__",
+        {
+            "action": action,
+            "value": value,
+            "reason": reason,
+            "scope": scope,
+            "ban": ban,
+            "rule": rule,
+            "owner": owner,
+            "lease": lease,
+            "notes": notes,
+            "jails": jails,
+            "ip": ip,
+            "asn": asn,
+            "membership": membership,
+            "capacity": None,
+        },
+    )
+    return change
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]

@@ -5,13 +5,33 @@ among its jails.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
+from reconcile.core.collector import collector_paused
 from reconcile.core.model import Ban, BanEntry, IPAddress
 from reconcile.core.sanitize import cut
 
+# Exactly the IPv4 text ipaddress accepts (four decimal octets 0-255, no leading zero): parsed here in one
+# match instead of ipaddress's per-octet Python, two thirds of merging 40,000 bans. Anything else (IPv6,
+# junk) takes the general path, which decides as before.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+def dotted_quad(value: str) -> ipaddress.IPv4Address | None:
+    """`ipaddress.IPv4Address(value)` for the text it accepts, None for any other (then ask ipaddress)."""
+    dotted = _IPV4.fullmatch(value)
+    if dotted is None:
+        return None
+    a, b, c, d = dotted.groups()
+    return ipaddress.IPv4Address((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
+
 
 def address_of(value: str) -> IPAddress | None:
+    dotted = dotted_quad(value)
+    if dotted is not None:
+        return dotted
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
@@ -49,17 +69,33 @@ def read_address(text: str) -> tuple[IPAddress, str]:
 
 def merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
     """One Ban per valid address (sorted by version, then address) and the entries that are no address."""
-    by_ip: dict[IPAddress, list[BanEntry]] = {}
+    # As for planning: many small objects, none in a cycle; the cyclic collector would re-scan them all.
+    with collector_paused():
+        return _merge(entries)
+
+
+def _merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
+    # Keyed by (version, integer): the sort order, and a tuple hashes in C where an address hashes in Python.
+    by_key: dict[tuple[int, int], tuple[IPAddress, list[BanEntry]]] = {}
     invalid: list[BanEntry] = []
     for entry in entries:
         ip = address_of(entry.value)
         if ip is None:
             invalid.append(entry)
+            continue
+        key = (ip.version, int(ip))
+        known = by_key.get(key)
+        if known is None:
+            by_key[key] = (ip, [entry])
         else:
-            by_ip.setdefault(ip, []).append(entry)
+            known[1].append(entry)
     bans = []
-    for ip in sorted(by_ip, key=lambda a: (a.version, int(a))):
-        group = by_ip[ip]
+    for order in sorted(by_key):
+        ip, group = by_key[order]
+        if len(group) == 1:  # nearly always: one jail bans the address
+            only = group[0]
+            bans.append(Ban(ip, (only.jail,), only.start, only.end))
+            continue
         ends = [e.end for e in group]
         until = None if any(end is None for end in ends) else max(end for end in ends if end is not None)
         bans.append(

@@ -15,8 +15,19 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from reconcile.core.addresses import Skip, classifier
-from reconcile.core.changes import BLOCKING_MODES, Action, Change, Membership, Owner, OwnerKind, Plan, Policy
+from reconcile.core.changes import (
+    BLOCKING_MODES,
+    Action,
+    Change,
+    Membership,
+    Owner,
+    OwnerKind,
+    Plan,
+    Policy,
+    planned,
+)
 from reconcile.core.collector import collector_paused
+from reconcile.core.merge import dotted_quad
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
 from reconcile.core.notes import (
     MAX_NOTES,
@@ -37,6 +48,13 @@ def lease_end(ban: Ban, max_rule_age: timedelta | None) -> datetime | None:
         return ban.until
     capped = ban.since + max_rule_age
     return capped if ban.until is None or capped < ban.until else ban.until
+
+
+def compressed(ip: IPAddress) -> str:
+    """`ip.compressed`; an IPv4 address's dotted quad from its bytes in a third of ipaddress's time."""
+    if type(ip) is ipaddress.IPv4Address:
+        return "%d.%d.%d.%d" % tuple(ip.packed)  # noqa: UP031 - half the time of an f-string here
+    return ip.compressed
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -71,7 +89,7 @@ def _make_plan(
     not_desired: dict[str, tuple[Ban, str]] = {}
     skip = classifier(tuple(policy.allowlist), tuple(policy.cloudflare_ranges))
     for ban in bans:
-        value = ban.ip.compressed
+        value = compressed(ban.ip)
         end = lease_end(ban, policy.max_rule_age)
         why = skip(ban.ip)
         if why is Skip.ALLOWLISTED:
@@ -188,7 +206,8 @@ def _rule_ip(rule: Rule) -> IPAddress | None:
         # The target's own class first: ip_address tries IPv4 first, and its failure costs as much again.
         if rule.target == "ip6":
             return ipaddress.IPv6Address(rule.value)
-        return ipaddress.IPv4Address(rule.value)
+        # Every other host's rule is parsed on every run of every host: one regex, not ipaddress's Python.
+        return dotted_quad(rule.value) or ipaddress.IPv4Address(rule.value)
     except ValueError:
         pass
     try:
@@ -219,9 +238,9 @@ class _Base(NamedTuple):
     asn: str | None
 
     def keep(self, reason: str, action: Action = Action.KEEP) -> Change:
-        return Change(
+        return planned(
             action, self.value, reason, self.scope, self.ban, self.rule, self.owner, None, "",
-            self.jails, self.ip, self.asn,
+            self.jails, self.ip, self.asn, None,
         )  # fmt: skip
 
     def write(
@@ -234,7 +253,7 @@ class _Base(NamedTuple):
             return self.keep(
                 f"{reason}: not written, the host set does not fit in the {MAX_NOTES}-character note"
             )
-        return Change(
+        return planned(
             action, self.value, reason, self.scope, None if leave else self.ban, self.rule, self.owner, lease,
             notes, self.jails, self.ip, lease.asn or self.asn, membership,
         )  # fmt: skip

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from tests.benchmarks import planner_input, report
 from tests.benchmarks.per_ban import WORKERS, ban_one_by_one
 from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator, checked_emulator
 from tests.support.f2b_server import F2B, running_f2b
-from tests.support.harness import RECONCILE, Harness, make_harness
+from tests.support.harness import RECONCILE, Harness
 from tests.support.whois_server import running_whois
 
 LATENCY = 0.05  # seconds per request: a WAN round trip to Cloudflare
@@ -51,23 +51,6 @@ def addresses(n: int, first: str = "45.0.0.0") -> list[str]:
 def ban_all(f2b: F2B, jail: str, ips: list[str], chunk: int = 10_000) -> None:
     for i in range(0, len(ips), chunk):
         f2b.ban(jail, *ips[i : i + chunk])
-
-
-@pytest.fixture
-def harness_of(tmp_path: Path) -> Iterator[Callable[[F2B, CloudflareEmulator], Harness]]:
-    """make_harness for a fail2ban and an emulator started inside the test (and its token check)."""
-    made: list[Iterator[Harness]] = []
-
-    def make(f2b: F2B, cf: CloudflareEmulator) -> Harness:
-        gen = make_harness(f2b, cf, tmp_path / f"h{len(made)}")
-        (tmp_path / f"h{len(made)}").mkdir()
-        made.append(gen)
-        return next(gen)
-
-    yield make
-    for gen in made:
-        for _ in gen:  # runs make_harness's checks after its yield
-            pass
 
 
 # ------------------------------------------------------------------------------ 1. steady state

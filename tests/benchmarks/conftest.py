@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.benchmarks import report
+from tests.support.cf_emulator import CloudflareEmulator
+from tests.support.f2b_server import F2B
+from tests.support.harness import Harness, make_harness
 
 _STARTED = time.monotonic()
 
@@ -20,3 +25,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         missing = [s.title for s in report.SECTIONS.values() if not s.rows]
         print(f"\ndocs/benchmarks.md not rewritten: not measured this time: {'; '.join(missing)}")
+
+
+@pytest.fixture
+def harness_of(tmp_path: Path) -> Iterator[Callable[[F2B, CloudflareEmulator], Harness]]:
+    """make_harness for a fail2ban and an emulator started inside the test (and its token check)."""
+    made: list[Iterator[Harness]] = []
+
+    def make(f2b: F2B, cf: CloudflareEmulator) -> Harness:
+        gen = make_harness(f2b, cf, tmp_path / f"h{len(made)}")
+        (tmp_path / f"h{len(made)}").mkdir()
+        made.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in made:
+        for _ in gen:  # runs make_harness's checks after its yield
+            pass

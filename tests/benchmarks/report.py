@@ -106,6 +106,73 @@ SECTIONS: dict[str, Section] = {
         "connection. Warm: every address fresh in the cache file, nothing asked.",
         ("cache", "addresses", "looked up", "ms (median)", "runs"),
     ),
+    "report": Section(
+        "7. `--report` over 40,000 bans",
+        "The installed command, `reconcile --report -q` with `--format table` and `--format json`, over "
+        "40,000 bans in one jail of a real fail2ban-server and an empty zone (emulator latency 50 ms), "
+        "against the bare `fail2ban-client` calls it makes, one after another: `status`, "
+        "`get sshd banip --with-time`, `get dbfile`. Interleaved runs, medians.",
+        (
+            "format",
+            "bans",
+            "output MB",
+            "bare reads s (median)",
+            "--report s (median)",
+            "target s (1.2 x bare + 1)",
+            "runs",
+            "result",
+        ),
+    ),
+    "latency": Section(
+        "8. Ban to edge",
+        "Seconds from `set sshd banip IP` (sent over fail2ban's socket, as fail2ban-client does, without "
+        "the client's start-up) to the emulator holding a rule (rules backend) or "
+        "a list item (list backend, 1 s per bulk operation) for it. The stub action's kick "
+        "(`systemctl start --no-block reconcile.service`) stands in as systemd runs it: the installed "
+        "command starts at once, with the product's pacing defaults, against N managed entries already in "
+        "step; emulator latency 50 ms per request. 30 bans one at a time, each after the previous one's run "
+        "ended; then two bursts.",
+        (
+            "backend, managed entries",
+            "bans",
+            "p50 s",
+            "p99 s",
+            "burst: runs",
+            "burst: bans left for the timer",
+            "burst: p99 s of the rest",
+            "target",
+            "result",
+        ),
+    ),
+    "fleet": Section(
+        "9. What a fleet costs",
+        "N hosts, simulated in one process (tests/support/fleet.py): each runs the product's own "
+        "run.execute, "
+        "planner, rules backend, transport and Pacer every 2 minutes (the timer's OnCalendar with its "
+        "15 s RandomizedDelaySec) against a model of Cloudflare: one zone of 10,000 rules, the per-user "
+        "quota of 1,200 requests in any 5 minutes told in `Ratelimit` headers, 50 ms per request. Each "
+        "host bans 1,000 addresses out of the pool of 10,000 the rules are for; over one simulated hour "
+        "each host bans 10 new addresses and 10 of its bans end (1 % churn), and one host gets a burst of "
+        "1,000 new bans half-way. Ban to edge: from a new ban (the churn's; the burst has its own column) "
+        "until a rule exists for it. Only the "
+        "timer runs (no kicks).",
+        (
+            "hosts",
+            "runs",
+            "runs stopped early",
+            "requests",
+            "most in any 5 min",
+            "mean per 5 min",
+            "quota per 5 min",
+            "429s",
+            "new bans at the edge",
+            "ban to edge p50 s",
+            "ban to edge p99 s",
+            "burst p99 s",
+            "target",
+            "result",
+        ),
+    ),
 }
 
 

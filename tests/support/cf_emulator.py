@@ -666,6 +666,11 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         with self._lock:
             return copy.deepcopy(list(self._scope(kind, scope_id).values()))
 
+    def has_rule(self, kind: str, scope_id: str, target: str, value: str) -> bool:
+        """Whether the scope holds a rule for `value` now: O(1), for polling (the latency benchmark)."""
+        with self._lock:
+            return self._duplicate((kind, scope_id), target, value) is not None
+
     def writes(self) -> list[RequestRecord]:
         with self._lock:
             return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]

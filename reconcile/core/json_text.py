@@ -1,0 +1,82 @@
+"""JSON text as `json.dumps(value, indent=2)` writes it, character for character, in a fraction of its time.
+
+With `indent` the standard library encodes in pure Python (its C encoder only writes compact JSON): 1 s
+of a 40,000-row report. Here strings are escaped by the same C function json uses (ASCII-only, as
+`ensure_ascii` does) and the rest is one pass that knows the few types a report holds. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _string
+from typing import Any
+
+_INDENT = 2
+_NEWLINES = ["\n" + " " * (_INDENT * level) for level in range(32)]
+
+
+def dumps(value: Any) -> str:
+    """`json.dumps(value, indent=2)` for dicts with str keys, lists, tuples, str, int, float, bool, None."""
+    return _text(value, 0)
+
+
+def _newline(level: int) -> str:
+    return _NEWLINES[level] if level < len(_NEWLINES) else "\n" + " " * (_INDENT * level)
+
+
+def _text(value: Any, level: int) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
+        return _object(value, level)
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        return _array(value, level)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, str):
+        return _string(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _object(value: Mapping[Any, Any], level: int) -> str:
+    if not value:
+        return "{}"
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+    inner = _newline(level + 1)
+    # Strings and nulls, most values, inline: a call per value would cost a third more.
+    members = [
+        _string(key)
+        + ": "
+        + (_string(item) if type(item) is str else "null" if item is None else _text(item, level + 1))
+        for key, item in value.items()
+    ]
+    return "{" + inner + ("," + inner).join(members) + _newline(level) + "}"
+
+
+def _array(value: Sequence[Any], level: int) -> str:
+    if not value:
+        return "[]"
+    inner = _newline(level + 1)
+    members = [_string(item) if type(item) is str else _text(item, level + 1) for item in value]
+    return "[" + inner + ("," + inner).join(members) + _newline(level) + "]"
+
+
+def _float(value: float) -> str:
+    # As json does: repr, and JavaScript's names for the values JSON has no number for.
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
