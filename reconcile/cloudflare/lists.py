@@ -13,7 +13,6 @@ end before the next is sent. Never `PUT`: it would replace the operator's items.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -72,13 +71,14 @@ class ListBackend:
         transport: Client,
         config: Config,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.transport = transport
         self.config = config
-        self._sleep = sleep
-        self._clock = clock
+        # The run's pacer's clock and sleep by default: one injected clock drives the whole run.
+        self._sleep = sleep if sleep is not None else transport.pacer.sleep
+        self._clock = clock if clock is not None else transport.pacer.clock
         self._lists_path = f"/accounts/{quote(config.cloudflare.account_id, safe='')}/rules/lists"
         self.list_id = ""
         self._listed = 0

@@ -12,14 +12,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
-import requests
-
 from reconcile.cloudflare.answers import show, timestamp, whole
 from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rule_writes import Created, apply
-from reconcile.cloudflare.transport import ApiError, Transport
+from reconcile.cloudflare.transport import ApiError, Session, Transport
 from reconcile.core.applied import Applied
 from reconcile.core.changes import Plan, Policy
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
@@ -56,7 +54,7 @@ class Client(Transport):
         retries: int = 3,
         sleep: Callable[[float], None] | None = None,
         per_page: int = 1000,
-        session: requests.Session | None = None,
+        session: Session | None = None,
     ) -> None:
         if not (per_page == 1 or (per_page % 5 == 0 and 5 <= per_page <= 1000)):
             raise ValueError(f"per_page must be 1 or a multiple of 5 up to 1000, not {per_page!r}")
