@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
+from reconcile.cloudflare import permissions
 from reconcile.cloudflare.answers import show, timestamp, whole
 from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
@@ -255,6 +256,28 @@ def list_scope(client: Client, scope: Scope) -> RuleListing:
             raise exc.cause from None
         log.error("%s", exc)
         return RuleListing(scope, exc.rules, complete=False)
+
+
+def readable_scopes(client: Client, scopes: Sequence[Scope], purpose: str) -> list[RuleListing]:
+    """Each scope's listing for something optional (`purpose`); a scope the token may not read (403) is
+    left out with one warning naming the permission, never a failed run (DESIGN §9, §12)."""
+    found, denied = [], []
+    for scope in scopes:
+        try:
+            found.append(list_scope(client, scope))
+        except CloudflareError as exc:
+            if exc.status != 403:
+                raise
+            denied.append(scope)
+    if denied:
+        needed = permissions.needed("DELETE", denied[0].rules_path)
+        log.warning(
+            "not %s in %s: the token may not read them (HTTP 403; it needs %s); the rest of the run goes on",
+            purpose,
+            ", ".join(str(s) for s in denied),
+            needed,
+        )
+    return found
 
 
 class RulesBackend:
