@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from reconcile import config as config_mod
+from reconcile.cloudflare import permissions
 from reconcile.cloudflare.backend import Backend, ListFound, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.open import make_backend, make_client
@@ -283,7 +284,7 @@ def test_check_renders_the_backends_findings_with_their_names_and_texts() -> Non
             ListFound(ACCOUNT, "fail2ban", 5, None, f"GET /accounts/{ACCOUNT}/rules/lists -> HTTP 403: no"),
             check.Status.FAIL,
             f"GET /accounts/{ACCOUNT}/rules/lists -> HTTP 403: no",
-            "the token lacks Account › Account Filter Lists › Edit: add it to the token "
+            f"the token lacks {permissions.FILTER_LISTS}{permissions.SEP}Edit: add it to the token "
             "(README, 'Cloudflare API token')",
         ),
         (
