@@ -776,8 +776,11 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         if self.rate_headers == "none":
             return ()
         left = max(0, self.rate_limit - self._window_count)
-        reset = max(0, math.ceil(self.window_remaining() / self.time_scale))
-        window = max(1, round(self.rate_window / self.time_scale))
+        # Whole seconds as Cloudflare sends them; scaled, a window of a few seconds needs hundredths.
+        scaled = self.time_scale != 1
+        remaining, window_s = self.window_remaining() / self.time_scale, self.rate_window / self.time_scale
+        reset = f"{remaining:.2f}" if scaled else str(max(0, math.ceil(remaining)))
+        window = f"{window_s:.2f}" if scaled else str(max(1, round(window_s)))
         headers: list[tuple[str, str]] = []
         if self.rate_headers in ("both", "ietf"):
             headers += [
