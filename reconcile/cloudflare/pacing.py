@@ -37,6 +37,9 @@ PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
 # The others' rate as observed replaces the window's earlier pace once watched for this share of a window.
 SETTLED = 0.05
+# The window's earlier pace is taken over at least this share of a window: a run that starts just after a
+# reset would otherwise read the first requests of the window as an enormous rate.
+PRIOR_SPAN = 0.1
 
 
 class QuotaSpent(BudgetExhausted):
@@ -98,6 +101,7 @@ class Pacer:
         # What the others of the account spent between two of our answers in one window, and over how long.
         self.others_spent = 0
         self._others_span = 0.0
+        self._resets = 0  # windows that reset while this run watched
         self.waited_for_reset = 0.0
 
     # --- the quota ---
@@ -109,7 +113,9 @@ class Pacer:
         now = self.clock()
         seen = Seen(quota, now, self.requests)
         last = self.seen
-        if last is not None and not _reset_between(last, seen):
+        if last is not None and _reset_between(last, seen):
+            self._resets += 1
+        elif last is not None:
             ours = seen.ours - last.ours
             self.others_spent += max(0, last.quota.remaining - quota.remaining - ours)
             self._others_span += max(0.0, now - last.at)
@@ -143,10 +149,10 @@ class Pacer:
         others yet, and a burst would spend what a steady neighbour needs before the rate shows. It counts
         this host's own earlier runs as others: cautious, never short."""
         seen, window, limit = self._first_seen, self._window(), self.limit()
-        if seen is None or window is None or limit is None:
-            return 0.0
+        if seen is None or window is None or limit is None or self._resets:
+            return 0.0  # nothing known, or a new window began: only what is observed in it counts
         spent = max(0, limit - seen.quota.remaining - seen.ours)
-        passed = max(window - seen.quota.reset, window * SETTLED)
+        passed = max(window - seen.quota.reset, window * PRIOR_SPAN)
         return spent / passed
 
     def limit(self) -> int | None:
