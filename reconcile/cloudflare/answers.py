@@ -142,18 +142,20 @@ def quota(headers: Mapping[str, str], epoch: float | None) -> Quota | None:
         if reset is not None and reset > 1e9:  # a Unix time, not a number of seconds
             reset = None if epoch is None else max(0.0, reset - epoch)
         limit = limit if limit is not None else _count(headers.get("X-RateLimit-Limit"))
-    if remaining is None or reset is None:
-        return None
+    if remaining is None or reset is None or reset > _LONGEST_WAIT:
+        return None  # a window does not reset days from now: a broken header is no reason to wait
     if limit is not None and limit < remaining:
         limit = None  # nonsense together: trust what is left, not the policy
     return Quota(remaining, reset, limit, window)
 
 
 def _sf_params(value: str | None) -> dict[str, str]:
-    """The parameters of the first item of a structured-field list (`"default";r=5;t=30, "x";r=1`)."""
+    """The parameters of the `"default"` item of a structured-field list (`"x";r=1, "default";r=5;t=30`),
+    or of its first item when none is named so."""
     if not value:
         return {}
-    first = value.split(",", 1)[0]
+    items = value.split(",")
+    first = next((i for i in items if i.split(";", 1)[0].strip() == '"default"'), items[0])
     params: dict[str, str] = {}
     for part in first.split(";")[1:]:
         name, sep, raw = part.partition("=")
@@ -169,10 +171,16 @@ def _count(raw: str | None) -> int | None:
 
 
 def _seconds(raw: str | None) -> float | None:
+    """Seconds, or a Unix time (X-RateLimit-Reset); None when unreadable, negative or absurd."""
     if raw is None:
         return None
     try:
         value = float(raw.strip())
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return value if math.isfinite(value) and 0 <= value < _ABSURD else None
+
+
+# No quota window lasts a century: beyond this a `t` (or a Unix time) is a broken header, not a wait.
+_ABSURD = 4e9
+_LONGEST_WAIT = 86400.0

@@ -200,7 +200,7 @@ class ListBackend:
         if not isinstance(result, list):
             raise CloudflareError("result is not a list of lists", method="GET", path=self._lists_path)
         self.other_lists = tuple(
-            (str(entry.get("name")), whole(entry.get("num_items")) or 0)
+            (str(entry.get("name")), max(0, whole(entry.get("num_items")) or 0))
             for entry in result
             if isinstance(entry, dict) and entry.get("name") != name
         )

@@ -217,7 +217,9 @@ def test_list_backend_without_firewall_services_syncs_with_one_warning_and_check
             warnings = [line for line in result.stderr.splitlines() if FIREWALL_SERVICES in line]
             assert len(warnings) == 1, result.stderr
             assert "not retiring this host's old IP Access Rules" in warnings[0]
+            writes = len(cf.writes())
             check = h.run("--check")
+            assert len(cf.writes()) == writes  # --check writes nothing
             assert check.returncode == 0, check.stdout  # a warning, not a failure
             line = next(x for x in check.stdout.splitlines() if "old IP Access Rules" in x)
             assert line.startswith("warn") and FIREWALL_SERVICES in check.stdout, check.stdout

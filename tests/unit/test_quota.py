@@ -52,10 +52,18 @@ def test_a_legacy_reset_that_is_a_unix_time_is_counted_from_the_answers_date() -
         {"Ratelimit": '"default";r=5'},
         {"X-RateLimit-Remaining": "x", "X-RateLimit-Reset": "3"},
         {"Ratelimit": '"default";r=' + "9" * 40 + ";t=1"},
+        {"Ratelimit": '"default";r=5;t=1e308'},  # a broken header is no reason to wait for ever
+        {"Ratelimit": '"default";r=5;t=86401'},
+        {"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "1e12"},
     ],
 )
 def test_absent_or_unreadable_headers_state_nothing(headers: dict[str, str]) -> None:
     assert quota(headers, None) is None
+
+
+def test_the_default_item_is_read_among_several() -> None:
+    got = quota({"Ratelimit": '"burst";r=5;t=3, "default";r=1;t=2'}, None)
+    assert got == Quota(1, 2.0)
 
 
 def test_a_policy_below_what_is_left_is_not_trusted() -> None:
