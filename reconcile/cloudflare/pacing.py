@@ -32,14 +32,12 @@ _MAX_DOUBLINGS = 64
 # Requests that may go at once while the quota is plentiful: a 10-page listing of 10,000 rules and its
 # writes (issue 18's latency target) without waiting on the spacing.
 BURST = 20
+# ...but never more than this many seconds of the sustained rate: an operator who sets 1 request a minute
+# means it (at the default 200 a minute, 6 s is the whole burst of 20).
+BURST_SECONDS = 6.0
 # "Plentiful": the headroom above the reserve holds this many whole bursts.
 PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
-# The others' rate as observed replaces the window's earlier pace once watched for this share of a window.
-SETTLED = 0.05
-# The window's earlier pace is taken over at least this share of a window: a run that starts just after a
-# reset would otherwise read the first requests of the window as an enormous rate.
-PRIOR_SPAN = 0.1
 
 
 class QuotaSpent(BudgetExhausted):
@@ -88,20 +86,19 @@ class Pacer:
         self.max_seconds = float(max_seconds)
         self.interval = 60.0 / self.requests_per_minute
         self.quota_reserve = quota_reserve
-        self.burst = burst
+        self.burst = max(1, min(burst, int(self.requests_per_minute * BURST_SECONDS / 60)))
         self.requests = 0
         self.clock = clock
         self.sleep = sleep
         self._started = clock()
         self._first: float | None = None
         self._last: float | None = None
-        self._tokens = float(burst)  # the bucket starts full: nothing was spent yet
+        self._tokens = float(self.burst)  # the bucket starts full: nothing was spent yet
         self.seen: Seen | None = None  # the last quota an answer stated
         self._first_seen: Seen | None = None
         # What the others of the account spent between two of our answers in one window, and over how long.
         self.others_spent = 0
         self._others_span = 0.0
-        self._resets = 0  # windows that reset while this run watched
         self.waited_for_reset = 0.0
 
     # --- the quota ---
@@ -113,9 +110,7 @@ class Pacer:
         now = self.clock()
         seen = Seen(quota, now, self.requests)
         last = self.seen
-        if last is not None and _reset_between(last, seen):
-            self._resets += 1
-        elif last is not None:
+        if last is not None and not _reset_between(last, seen):
             ours = seen.ours - last.ours
             self.others_spent += max(0, last.quota.remaining - quota.remaining - ours)
             self._others_span += max(0.0, now - last.at)
@@ -129,31 +124,11 @@ class Pacer:
         return None if self.seen is None else self.seen.quota
 
     def others_rate(self) -> float:
-        """Requests per second the others of the account spend: as observed between our answers, and
-        until that has been watched for long enough, at least the window's pace before this run began."""
-        observed = self.others_spent / self._others_span if self._others_span > 0 else 0.0
-        window = self._window()
-        if window is not None and self._others_span >= window * SETTLED:
-            return observed
-        return max(observed, self._prior())
+        """Requests per second the others of the account spend, as observed between our answers.
 
-    def _window(self) -> float | None:
-        seen = self._first_seen
-        if seen is None:
-            return None
-        return seen.quota.window if seen.quota.window is not None else max(seen.quota.reset, 1.0)
-
-    def _prior(self) -> float:
-        """The window's pace before this run, from its first answer: what was spent (q - r, less this
-        run's own) over the part of the window that had passed. A run that starts knows nothing of the
-        others yet, and a burst would spend what a steady neighbour needs before the rate shows. It counts
-        this host's own earlier runs as others: cautious, never short."""
-        seen, window, limit = self._first_seen, self._window(), self.limit()
-        if seen is None or window is None or limit is None or self._resets:
-            return 0.0  # nothing known, or a new window began: only what is observed in it counts
-        spent = max(0, limit - seen.quota.remaining - seen.ours)
-        passed = max(window - seen.quota.reset, window * PRIOR_SPAN)
-        return spent / passed
+        Only what this run watched counts: the window's pace before it began (q - r at its first answer)
+        would count this host's own earlier runs as others and stall every run that follows a busy one."""
+        return self.others_spent / self._others_span if self._others_span > 0 else 0.0
 
     def limit(self) -> int | None:
         """The quota per window: as the policy states it, else the most ever seen left."""

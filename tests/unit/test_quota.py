@@ -213,14 +213,14 @@ def test_the_others_rate_is_what_r_lost_beyond_our_own_requests() -> None:
     assert pacer.reserve(now) == pytest.approx(120 + pacer.others_rate() * pacer.reset_in(now))
 
 
-def test_a_fresh_run_takes_the_windows_earlier_pace_as_the_others_until_it_has_watched() -> None:
-    # 600 of 1,200 spent in the first 150 s of the window: 4 per second, before the run saw anything.
+def test_what_was_spent_before_the_run_is_not_taken_for_a_rate_of_others() -> None:
+    # 600 of 1,200 spent in the first 30 s of the window (this host's own previous run, say): the run
+    # goes on at once, down to the reserve, instead of reading it as 20 per second of others.
     account = Account(1200, 300.0, others=0.0, spent_before=600)
-    account._advance(150.0)
+    account._advance(30.0)
     pacer = Pacer(6000, 1000, 100, account.clock, account.sleep)
-    pacer.acquire("GET /first")
-    pacer.observe(account.request())
-    assert pacer.others_rate() == pytest.approx(4.0, rel=0.01)
+    assert drive(pacer, account, 400, latency=0.0) == 400
+    assert pacer.others_rate() == 0.0 and pacer.waited_for_reset == 0.0
 
 
 def test_pacer_refuses_a_reserve_outside_0_to_1() -> None:
@@ -285,3 +285,11 @@ def test_a_burst_into_a_full_list_evicts_at_most_the_guards_share_and_is_never_r
     assert fitted.count(Action.ADD) == evicted
     assert sum(1 for c in fitted.changes if c.reason == OVER_CAPACITY) == 30 - evicted
     assert unsafe_reasons(fitted, fraction) == []
+
+
+def test_a_slow_configured_rate_allows_no_burst() -> None:
+    # 1 request a minute means it: a burst is at most 6 s of the rate, here none.
+    account = Account(1200, 300.0, others=0.0)
+    pacer = Pacer(1, 600, 3600, account.clock, account.sleep)
+    drive(pacer, account, 3, latency=0.0)
+    assert account.sleeps == [pytest.approx(60.0)] * 2
