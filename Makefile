@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-unit test-e2e lint demo bench system-deps venv clean install-system
+.PHONY: test test-unit test-e2e test-unit-debian test-deb deb lint demo bench system-deps venv clean install-system
 
 venv: $(STAMP)
 
@@ -32,6 +32,36 @@ test-unit: $(STAMP)
 test-e2e: system-deps $(STAMP)
 	$(BIN)/pytest -q $(XDIST) tests/e2e
 
+# The unit tests on Debian 12's python3 with Debian's own packages of the runtime libraries, at the versions
+# debian/control depends on and pyproject.toml's lower bounds name (tests/debian/libraries.txt): a venv
+# that sees the system's site-packages, with only the test tools added; check_libraries.py makes sure.
+DEBIAN_VENV  := .venv-debian
+DEBIAN_STAMP := $(DEBIAN_VENV)/.installed
+DEBIAN_LIBS  := python3-requests python3-dateutil python3-tabulate python3-prometheus-client python3-venv
+
+$(DEBIAN_STAMP): tests/debian/libraries.txt pyproject.toml
+	sh tests/debian/needs.sh $(DEBIAN_LIBS)
+	rm -rf $(DEBIAN_VENV)
+	/usr/bin/python3 -m venv --system-site-packages $(DEBIAN_VENV)
+	$(DEBIAN_VENV)/bin/pip install -q --disable-pip-version-check -c tests/debian/libraries.txt \
+	    pytest pytest-timeout pytest-xdist hypothesis openapi-core pyyaml
+	touch $(DEBIAN_STAMP)
+
+test-unit-debian: $(DEBIAN_STAMP)
+	$(DEBIAN_VENV)/bin/python tests/debian/check_libraries.py
+	PYTHONPATH=. $(DEBIAN_VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+# The Debian package in dist/ (debian/, Debian's tools, lintian: no error, no warning).
+deb:
+	sh tests/debian/build.sh
+
+# As root, with Debian's mirrors reachable: the package installed on a fresh Debian 12 root with fail2ban,
+# checked, run against the emulator and purged (tests/debian/test_install.py). About 2-3 minutes with the
+# build, so not part of `make test`; CI runs it (.ci/run).
+test-deb: deb system-deps $(STAMP)
+	sh tests/debian/needs.sh mmdebstrap
+	$(BIN)/pytest -s -v -p no:cacheprovider tests/debian/test_install.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check reconcile tests
 	$(BIN)/ruff format --check reconcile tests
@@ -48,4 +78,4 @@ install-system:
 	sh cron/install.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEBIAN_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs reconcile system-wide: `make install-system` (as root), or `sh cron/install.sh`.
+# Installs reconcile system-wide: `make install-system` (as root), or `sh cron/install.sh`. The Debian
+# package (`make deb`, debian/) installs the same files from cron/, with the command in /usr/bin.
 #
 #   the package     -> a dedicated venv $VENV (/opt/reconcile), command $PREFIX/bin/reconcile (a symlink)
 #   systemd units   -> /etc/systemd/system/reconcile.{service,timer} (not enabled: configure first)
@@ -104,6 +105,10 @@ if [ "$WITH_CRON" = 1 ]; then
     sed "s|/usr/local/bin/reconcile|$COMMAND|g" "$SRC/cron/reconcile.cron" > "$DESTDIR/etc/cron.d/reconcile"
     chmod 0644 "$DESTDIR/etc/cron.d/reconcile"
     say "installed /etc/cron.d/reconcile (runs every 2 minutes; the timer is then not needed)"
+    if [ -d /run/systemd/system ]; then
+        # The cron line stands aside where systemd runs (cron/reconcile.cron): the timer is the scheduler.
+        say "note: systemd runs here, so the cron line does nothing: enable reconcile.timer instead"
+    fi
 fi
 
 # 5. systemd: only a running systemd can be told about new units (not in a container or a DESTDIR).

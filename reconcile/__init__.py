@@ -1,3 +1,3 @@
 """reconcile: keep Cloudflare's edge in step with fail2ban."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -92,13 +92,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip_address(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
+    """The address --explain reads, as a run reads a ban (core/merge.read_address), and how it was read."""
+    from reconcile.core.merge import read_address
+
     try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an IP address: {value!r} (give one IPv4 or IPv6 address, e.g. 203.0.113.7)"
-        ) from None
+        return read_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (give one IPv4 or IPv6 address, e.g. 203.0.113.7)") from None
 
 
 def _actions(value: str) -> frozenset[str]:
@@ -211,7 +212,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.explain is not None:
         from reconcile.ops import explain
 
-        return explain.main(config, creds, args.explain, fmt)
+        ip, read_as = args.explain
+        return explain.main(config, creds, ip, fmt, read_as=read_as)
     from reconcile import lock, metrics
     from reconcile.run import Options
 

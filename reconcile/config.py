@@ -95,13 +95,16 @@ def _across_keys(config: Config, data: Mapping[str, Any], read_zone_ids: Callabl
         raise key_error(path, "cloudflare", "zone_ids", "set either zone_ids or account_id, not both")
     elif not cloudflare.account_id and not zone_ids:
         zone_ids = _zone_ids_from_file(cloudflare, path, read_zone_ids)
+    # A zone listed twice is one zone: planned twice, its rules would be deleted twice (DESIGN §7).
+    zone_ids = tuple(dict.fromkeys(zone_ids))
     for zone in zone_ids:
         try:
             valid_zone_id(zone)
         except ValueError as exc:
             raise key_error(path, "cloudflare", "zone_ids", str(exc)) from None
     try:
-        host_id = valid_host_id(config.policy.host_id or socket.gethostname().split(".")[0])
+        # Lower case: host names are compared so in notes (DNS does not tell WEB1 from web1; DESIGN §4).
+        host_id = valid_host_id(config.policy.host_id or socket.gethostname().split(".")[0]).lower()
     except ValueError as exc:
         raise key_error(path, "policy", "host_id", str(exc)) from None
     explicit = "api_token_file" in data.get("cloudflare", {})

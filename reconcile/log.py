@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TextIO
 
+from reconcile.core.sanitize import escape
+
 # sd-daemon(3) priority prefixes: journald stores the line at this level and strips the prefix.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -19,9 +21,11 @@ class _Formatter(logging.Formatter):
         self.journald = journald
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        # Every line may carry other writers' text (notes, host names, AS names, error messages of servers):
+        # no escape sequence or bidi override reaches the terminal, the journal or cron's mail (DESIGN §12).
+        message = escape(record.getMessage())
         if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
+            message += "\n" + escape(self.formatException(record.exc_info))
         if self.journald:
             return f"<{_PRIORITY.get(record.levelno, 6)}>{message}"
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "

@@ -94,7 +94,7 @@ def warn_misconfiguration(bans: Sequence[Ban]) -> None:
 
 
 def enrich(
-    config: Config, plan: Plan, now: datetime, pacer: Pacer
+    config: Config, plan: Plan, now: datetime, pacer: Pacer, *, read_only: bool = False
 ) -> tuple[Plan, Enrichment, dict[str, str]]:
     """The plan with the origin AS of every address about to be written, looked up in bulk (DESIGN §10).
 
@@ -110,11 +110,12 @@ def enrich(
         cache_file=config.enrich.cache_file,
         ttl=config.enrich.cache_ttl,
         now=now,
+        save=not read_only,  # --report writes nothing anywhere (DESIGN §7)
     )
     if found.warning:
         log.warning("%s", found.warning)
     known = {ip: (info.asn, info.cc) for ip, info in found.infos.items() if info.asn is not None}
-    names = {info.asn: info.name for info in found.infos.values() if info.asn and info.name}
+    names = dict(found.names)
     return with_networks(plan, known, config.cloudflare.tag), found, names
 
 
@@ -156,11 +157,11 @@ def execute(
         try:
             listings = backend.listings(read_only=options.report)
             now = clock()
-            plan = backend.plan(bans, invalid, listings, policy_of(config), now)
+            plan = backend.plan(bans, invalid, listings, policy_of(config, state.jails), now)
             enrichment: Enrichment | None = None
             names: dict[str, str] = {}
             if config.enrich.asn:
-                plan, enrichment, names = enrich(config, plan, now, pacer)
+                plan, enrichment, names = enrich(config, plan, now, pacer, read_only=options.report)
             for change in plan.changes:
                 log.debug(
                     "plan: %s %s in %s: %s", change.action, change.value, change.scope or "-", change.reason

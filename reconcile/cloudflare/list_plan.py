@@ -13,7 +13,7 @@ from typing import Any
 
 from reconcile.cloudflare.answers import timestamp
 from reconcile.core.addresses import is_allowlisted
-from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKind, Plan
+from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKind, Plan, Policy
 from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import parse_note
 from reconcile.core.planner import owner_of
@@ -101,11 +101,12 @@ def spare_allowlisted(plan: Plan, allowlist: Sequence[Network]) -> Plan:
     return replace(plan, changes=tuple(changes))
 
 
-def foreign_cover(plan: Plan, rules: Sequence[Rule], tag: str) -> Plan:
+def foreign_cover(plan: Plan, rules: Sequence[Rule], policy: Policy) -> Plan:
     """An add that a foreign wider CIDR item already covers is foreign: an upsert must never shadow it."""
     foreign = []
     for rule in rules:
-        if rule.target == "ip_range" and not owner_of(rule, parse_note(rule.notes, tag)).managed:
+        note = parse_note(rule.notes, policy.tag, jails=policy.jails, tagged_only=policy.tagged_only)
+        if rule.target == "ip_range" and not owner_of(rule, note).managed:
             foreign.append(ipaddress.ip_network(rule.value))
     if not foreign:
         return plan

@@ -262,8 +262,10 @@ class ListBackend:
     ) -> Plan:
         grouped, groups = group_bans(bans, policy.allowlist)
         ours = [listing for listing in listings if listing.scope.kind == ScopeKind.LIST]
-        plan = make_plan(grouped, invalid, ours, policy, now)
-        plan = foreign_cover(label_networks(plan, groups), self._rules, policy.tag)
+        # The older scripts never wrote list items: only an item whose comment carries the tag is managed.
+        items = replace(policy, tagged_only=True)
+        plan = make_plan(grouped, invalid, ours, items, now)
+        plan = foreign_cover(label_networks(plan, groups), self._rules, items)
         plan = spare_allowlisted(plan, policy.allowlist)
         fitted = fit_capacity(
             plan, self._listed, self.room(), policy.host_id, self.config.policy.max_expire_fraction

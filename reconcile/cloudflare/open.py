@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from reconcile.cloudflare.backend import Backend
@@ -68,8 +68,11 @@ def _scopes_of(config: Config) -> list[Scope]:
     return [Scope(ScopeKind.ZONE, zone) for zone in config.cloudflare.zone_ids]
 
 
-def policy_of(config: Config) -> Policy:
-    """What the backend plans with: how this host's rules are written, and what is never blocked."""
+def policy_of(config: Config, jails: Collection[str]) -> Policy:
+    """What the backend plans with: how this host's rules are written, and what is never blocked.
+
+    `jails` are the jails read from this fail2ban: `Fail2Ban <jail>` notes are adopted only for them.
+    """
     return Policy(
         tag=config.cloudflare.tag,
         host_id=config.policy.host_id,
@@ -77,4 +80,5 @@ def policy_of(config: Config) -> Policy:
         allowlist=config.policy.allowlist,
         max_rule_age=config.policy.max_rule_age,
         cloudflare_ranges=ranges.ALL if config.policy.skip_cloudflare_ranges else (),
+        jails=frozenset(jails),
     )

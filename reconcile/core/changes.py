@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import Lease
+from reconcile.core.sanitize import hosts_text
 
 # Only rules that block are ever managed: an allow (`whitelist`) rule is the operator's, whatever its notes.
 BLOCKING_MODES = frozenset({"block", "challenge", "js_challenge", "managed_challenge"})
@@ -72,7 +73,8 @@ class Owner:
         return str(self.kind)
 
     def __str__(self) -> str:
-        return ",".join(self.hosts) if self.kind is OwnerKind.HOSTS else str(self.kind)
+        # Shown in reasons, the report and log lines: another writer's host names, escaped and cut.
+        return hosts_text(self.hosts) if self.kind is OwnerKind.HOSTS else str(self.kind)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Policy:
     allowlist: tuple[Network, ...] = ()
     max_rule_age: timedelta | None = None
     cloudflare_ranges: tuple[Network, ...] = ()  # skipped as Cloudflare's own (empty: not checked)
+    # This fail2ban's jails: `Fail2Ban <jail>` is adopted only for one of them (None: any word, for tests).
+    jails: frozenset[str] | None = None
+    tagged_only: bool = False  # list items: only those whose comment carries the tag are managed
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from reconcile.core.model import Ban, BanEntry, IPAddress
+from reconcile.core.sanitize import cut
 
 
 def address_of(value: str) -> IPAddress | None:
@@ -21,6 +22,29 @@ def address_of(value: str) -> IPAddress | None:
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
     return ip
+
+
+def read_address(text: str) -> tuple[IPAddress, str]:
+    """An address given by a person (`--explain`), read as a ban is read (DESIGN §7): the IP, and a sentence
+    when it was read as another spelling (an IPv4-mapped address is its IPv4 address), else ''.
+
+    ValueError, with a message that shows at most the start of `text`, when it is not one IP address.
+    """
+    value = text.strip()
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"not an IP address: '{cut(value, 60)}'") from None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            raise ValueError(f"{cut(value, 60)} is a scoped address: it names an interface, not one IP")
+        if ip.ipv4_mapped is not None:
+            mapped = ip.ipv4_mapped
+            return (
+                mapped,
+                f"{cut(value, 60)} is the IPv4-mapped form of {mapped}: read as {mapped}, as a ban is",
+            )
+    return ip, ""
 
 
 def merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
@@ -99,23 +99,28 @@ def normal_cc(text: str | None) -> str | None:
 
 
 def host_set(hosts: Iterable[str]) -> tuple[str, ...]:
-    """The canonical host set: cleaned, unique, sorted."""
+    """The canonical host set: cleaned, lower case, unique, sorted.
+
+    Host ids are compared in lower case: they are host names, and DNS does not tell `WEB1` from `web1`, so
+    a note another version or a person wrote with `host=WEB1` names the same host as `web1`.
+    """
     if isinstance(hosts, tuple):
         return _host_set(hosts)
-    return tuple(sorted({_clean(h) for h in hosts}))
+    return tuple(sorted({_clean(h).lower() for h in hosts}))
 
 
 @functools.lru_cache(maxsize=256)
 def _host_set(hosts: tuple[str, ...]) -> tuple[str, ...]:
     # Cached: a fleet has a handful of host sets, and every write formats one.
-    return tuple(sorted({_clean(h) for h in hosts}))
+    return tuple(sorted({_clean(h).lower() for h in hosts}))
 
 
 def format_note(tag: str, lease: Lease) -> str | None:
     """The note for `lease`, within MAX_NOTES characters; None when even its host set does not fit.
 
-    Jails are cut first (with a `+N` count of those left out), then the optional fields; the host set is
-    never cut, since a host missing from it would let another host delete a block it still needs.
+    The optional fields go first, then jails are cut (with a `+N` count of those left out); the host set is
+    never cut, since a host missing from it would let another host delete a block it still needs. None
+    means the write must not be sent: a note without the tag would make the rule nobody's (DESIGN §4).
     """
     since = format_time(lease.since)
     until = format_time(lease.until) if lease.until else PERMANENT
@@ -128,16 +133,18 @@ def format_note(tag: str, lease: Lease) -> str | None:
             return f"{head} since={since} until={until}{optional}"
     fixed = f" host={','.join(host_set(lease.hosts))} since={since} until={until}"
     names = [_clean(j) for j in lease.jails]
-    for extra in (optional, ""):
-        room = MAX_NOTES - len(tag) - len(" jail=") - len(fixed) - len(extra)
-        shown = ",".join(names)
-        kept = list(names)
-        # A pathological jail list is cut, with a count of what was left out, so the note stays valid.
-        while len(shown) > room and kept:
-            kept.pop()
-            shown = ",".join([*kept, f"+{len(names) - len(kept)}"])
-        if len(shown) <= room:
-            return f"{tag} jail={shown}{fixed}{extra}"
+    shown = ",".join(names)
+    # The optional fields go first (DESIGN §4): they only inform, while the jails say why it is blocked.
+    if len(tag) + len(" jail=") + len(shown) + len(fixed) + len(optional) <= MAX_NOTES:
+        return f"{tag} jail={shown}{fixed}{optional}"
+    room = MAX_NOTES - len(tag) - len(" jail=") - len(fixed)
+    kept = list(names)
+    # Then a pathological jail list is cut, with a count of what was left out, so the note stays valid.
+    while len(shown) > room and kept:
+        kept.pop()
+        shown = ",".join([*kept, f"+{len(names) - len(kept)}"])
+    if len(shown) <= room:
+        return f"{tag} jail={shown}{fixed}"
     return None
 
 
@@ -150,13 +157,25 @@ def _head(tag: str, jails: tuple[str, ...], hosts: tuple[str, ...]) -> str:
     return f"{tag} jail={','.join(_clean(j) for j in jails)} host={','.join(host_set(hosts))}"
 
 
-def parse_note(notes: str, tag: str) -> Note | None:
-    """The lease in a rule's notes; None when the rule is not ours to manage (no tag, no legacy shape)."""
+def parse_note(
+    notes: str, tag: str, *, jails: Collection[str] | None = None, tagged_only: bool = False
+) -> Note | None:
+    """The lease in a rule's notes; None when the rule is not ours to manage (no tag, no legacy shape).
+
+    `Fail2Ban <word>` is the stock action's note for jail <word>: with `jails` (this fail2ban's) given, it
+    is adopted only for one of them (`fail2ban office` is an operator's). `tagged_only` (list items, which
+    the older scripts never wrote): only notes that start with the tag are ours (DESIGN §4).
+    """
     text = notes.strip()
+    tagged = text.lower().startswith(tag.lower())
+    if tagged_only and not tagged:
+        return None
     legacy = _parse_legacy(text)
     if legacy is not None:
+        if jails is not None and legacy.jails and legacy.jails[0] not in jails:
+            return None
         return legacy
-    if not text.lower().startswith(tag.lower()):
+    if not tagged:
         return None
     rest = text[len(tag) :]
     written = _WRITTEN.fullmatch(rest)
@@ -179,7 +198,7 @@ _WRITTEN = re.compile(
 def _parse_written(m: re.Match[str]) -> Note | None:
     """The Note of a note in format_note's exact shape; None to leave a doubtful one to _parse_fields."""
     jail, host, since_text, until_text, asn_text, cc_text = m.groups()
-    hosts = _sorted_names(host)
+    hosts = _sorted_names(host.lower())
     if not hosts or "=" in jail or "=" in host:
         return None
     try:
@@ -213,7 +232,7 @@ def _parse_fields(rest: str) -> Note:
         if not sep or not key:
             return Note(NoteKind.UNKNOWN)
         fields.setdefault(key, value)
-    hosts = tuple(h for h in fields.get("host", "").split(",") if h)
+    hosts = tuple(h for h in fields.get("host", "").lower().split(",") if h)
     if not hosts or "until" not in fields:
         return Note(NoteKind.UNKNOWN)
     try:

@@ -18,7 +18,17 @@ from reconcile.core.addresses import Skip, classifier
 from reconcile.core.changes import BLOCKING_MODES, Action, Change, Membership, Owner, OwnerKind, Plan, Policy
 from reconcile.core.collector import collector_paused
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
-from reconcile.core.notes import Lease, Note, NoteKind, format_note, format_time, host_set, parse_note
+from reconcile.core.notes import (
+    MAX_NOTES,
+    Lease,
+    Note,
+    NoteKind,
+    format_note,
+    format_time,
+    host_set,
+    parse_note,
+)
+from reconcile.core.sanitize import hosts_text
 
 
 def lease_end(ban: Ban, max_rule_age: timedelta | None) -> datetime | None:
@@ -119,7 +129,7 @@ def _plan_scope(
     # What owner_of depends on -> its Owner: a fleet has a handful, made once each instead of per rule.
     owners: dict[tuple[str, NoteKind | None, tuple[str, ...]], Owner] = {}
     for rule in listing.rules:
-        note = parse_note(rule.notes, policy.tag)
+        note = parse_note(rule.notes, policy.tag, jails=policy.jails, tagged_only=policy.tagged_only)
         key = (rule.mode, None, ()) if note is None else (rule.mode, note.kind, note.hosts)
         owner = owners.get(key)
         if owner is None:
@@ -218,9 +228,15 @@ class _Base(NamedTuple):
         self, action: Action, reason: str, lease: Lease, policy: Policy, membership: Membership | None = None
     ) -> Change:
         leave = membership is Membership.LEAVE  # the ban is not this host's any more
+        notes = format_note(policy.tag, lease)
+        if notes is None:
+            # Never a write without the tag (DESIGN §4): the rule stays as it is; a leave ends with the lease.
+            return self.keep(
+                f"{reason}: not written, the host set does not fit in the {MAX_NOTES}-character note"
+            )
         return Change(
             action, self.value, reason, self.scope, None if leave else self.ban, self.rule, self.owner, lease,
-            format_note(policy.tag, lease) or "", self.jails, self.ip, lease.asn or self.asn, membership,
+            notes, self.jails, self.ip, lease.asn or self.asn, membership,
         )  # fmt: skip
 
 
@@ -266,10 +282,7 @@ def _for_banned(
             note.asn,
             note.cc,
         )
-        written = base.write(Action.RENEW, f"joining {owner}", joined, policy, Membership.JOIN)
-        if not written.notes:
-            return base.keep(f"shared by {owner}; {me} does not fit in the 500-character note")
-        return written
+        return base.write(Action.RENEW, f"joining {owner}", joined, policy, Membership.JOIN)
     if len(note.hosts) == 1:  # this host alone
         if note.until == end and mode_ok:
             return base.keep("up to date")
@@ -280,7 +293,7 @@ def _for_banned(
     others = tuple(h for h in note.hosts if h != me)
     covered = note.until is None or (end is not None and note.until >= end)
     if covered and mode_ok:
-        return base.keep(f"shared with {','.join(others)}; the lease covers this host's ban")
+        return base.keep(f"shared with {hosts_text(others)}; the lease covers this host's ban")
     shared = Lease(
         tuple(sorted({*note.jails, *ban.jails})),
         note.hosts,
@@ -335,7 +348,11 @@ def _for_unbanned(
         left = Lease(note.jails, others, note.since or rule.created_on or now, note.until, note.asn, note.cc)
         verb = "bans" if len(others) == 1 else "ban"
         return base.write(
-            Action.RENEW, f"{reason} here; {','.join(others)} still {verb} it", left, policy, Membership.LEAVE
+            Action.RENEW,
+            f"{reason} here; {hosts_text(others)} still {verb} it",
+            left,
+            policy,
+            Membership.LEAVE,
         )
     if me in note.hosts:
         return base.keep(reason if live else f"lease ended {_until_text(note.until)}", Action.EXPIRE)

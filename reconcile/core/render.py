@@ -16,6 +16,7 @@ from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Change, Owner, Plan
 from reconcile.core.model import Rule, Scope
 from reconcile.core.notes import format_time
+from reconcile.core.sanitize import escape_line
 
 HEADERS = ("IP", "jails", "banned since", "ban ends", "Cloudflare rule (id / age / hosts)", "planned action")
 # Rows sorted by what matters to an operator first: writes, then anomalies, then the quiet rest.
@@ -160,7 +161,8 @@ def table(
             row.append(_network(change, names))
         if several:
             row.append(change.scope.id[:8] if change.scope else "-")
-        rows.append(row)
+        # Cells carry other writers' text (host and jail names, reasons, AS names): escaped here (DESIGN §12).
+        rows.append([escape_line(cell) for cell in row])
     if not plan.changes:
         return "No bans in fail2ban and no managed rules at Cloudflare: nothing to do."
     parts = [_counts_block(plan)]
@@ -168,7 +170,11 @@ def table(
     if networks:
         parts.append(
             "top networks:\n"
-            + tabulate([list(n) for n in networks], headers=["AS", "name", "banned"], tablefmt="simple")
+            + tabulate(
+                [[asn, escape_line(name), n] for asn, name, n in networks],
+                headers=["AS", "name", "banned"],
+                tablefmt="simple",
+            )
         )
     parts.append(
         tabulate(rows, headers=headers, tablefmt="simple") if rows else "(no row matches the filter)"

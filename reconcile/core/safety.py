@@ -21,8 +21,10 @@ def unsafe_reasons(plan: Plan, max_fraction: float) -> list[str]:
     for scope, managed in plan.managed.items():
         expiring = sum(1 for c in plan.changes if c.action is Action.EXPIRE and c.scope == scope)
         if managed >= MIN_MANAGED and expiring > limit * managed:
+            # The counts and the exact limit, not rounded percentages: 7 of 23 at 0.3 read "(30% > 30%)".
             reasons.append(
-                f"{scope}: refusing to expire {expiring} of {managed} managed rules "
-                f"({expiring / managed:.0%} > {max_fraction:.0%}); run with --force if this is intended"
+                f"{scope}: refusing to expire {expiring} of {managed} managed rules, more than "
+                f"{float(limit * 100):g}% of {managed} ({float(limit * managed):g}); "
+                "run with --force if this is intended"
             )
     return reasons

@@ -10,13 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 
 from reconcile.core.model import IPAddress
-from reconcile.enrich.cache import DEFAULT_MAX_ENTRIES, CacheEntry, is_fresh, load_cache, save_cache
+from reconcile.enrich.cache import (
+    DEFAULT_MAX_ENTRIES,
+    CacheEntry,
+    is_fresh,
+    load_cache,
+    location_problem,
+    save_cache,
+)
 from reconcile.enrich.cymru import AsnInfo
 from reconcile.enrich.whois import AsnLookupError, failure_reason, query_bulk
 
@@ -41,6 +48,9 @@ class Enrichment:
     result: str  # "ok" | "partial" | "failed" | "skipped"
     warning: str | None
     seconds: float  # time spent in the lookup itself (0 when skipped)
+    # AS number -> AS name, of every entry of the cache and every answer: the report names the networks of
+    # rules that are not written this run too (a steady state writes nothing, and asks for nothing).
+    names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -59,6 +69,7 @@ def enrich(
     ttl: timedelta,
     now: datetime,
     max_entries: int = DEFAULT_MAX_ENTRIES,
+    save: bool = True,
 ) -> Enrichment:
     """Origin AS of each address: fresh cache entries first, the rest asked in one bulk connection.
 
@@ -67,10 +78,14 @@ def enrich(
     caller to log. The cache is saved when it gained entries (or was unusable), pruned to `max_entries`.
     `now` (timezone-aware) stamps new entries and judges old ones against `ttl`; `timeout` bounds the
     whole lookup, so the caller passes the smaller of `[enrich] timeout` and what is left of the run.
+    `save` False (`--report`): the cache file is read, never written.
     """
     wanted = list(dict.fromkeys(addresses))
     cache: dict[str, CacheEntry] = {}
     cache_bad = False
+    if cache_file is not None and (refused := location_problem(cache_file)) is not None:
+        log.warning("%s", refused)  # a cache others could plant is neither read nor written
+        cache_file = None
     if cache_file is not None:
         cache, problem = load_cache(cache_file)
         if problem:
@@ -110,7 +125,7 @@ def enrich(
     for ip, info in answered.items():
         infos[ip] = info
         cache[ip.compressed] = CacheEntry(info, now)
-    if cache_file is not None and (answered or cache_bad):
+    if save and cache_file is not None and (answered or cache_bad):
         try:
             save_cache(cache_file, cache, max_entries)
         except OSError as exc:
@@ -123,4 +138,7 @@ def enrich(
         result=result,
         warning=warning,
         seconds=seconds,
+        names=MappingProxyType(
+            {i.asn: i.name for i in (*(e.info for e in cache.values()), *infos.values()) if i.asn and i.name}
+        ),
     )

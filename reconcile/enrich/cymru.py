@@ -22,7 +22,13 @@ _AS_NUMBER = re.compile(r"^[0-9]{1,10}$")
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL, C1) and bidi controls: an AS name is the whois server's text, shown to people.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_name(name: str) -> str | None:
+    """An AS name as it is kept and shown: controls as spaces, cut to MAX_NAME; None when nothing is left."""
+    return _CONTROL.sub(" ", name)[:MAX_NAME].strip() or None
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def parse_line(line: str) -> tuple[IPAddress, AsnInfo] | None:
         cc = cc_field
     else:
         return None
-    name = None if _unknown(name_field) else _CONTROL.sub(" ", name_field)[:MAX_NAME].strip() or None
+    name = None if _unknown(name_field) else clean_name(name_field)
     return ip, AsnInfo(asn=asn, cc=cc, name=name, prefix=prefix)
 
 

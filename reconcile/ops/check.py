@@ -25,8 +25,11 @@ from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.merge import merge
 from reconcile.core.model import Fail2banState, Scope, ScopeKind
+from reconcile.core.sanitize import escape
+from reconcile.enrich.cache import location_problem as cache_problem
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, CloudflareError, ReconcileError
 from reconcile.fail2ban import state as fail2ban
+from reconcile.ops import schedule
 
 MIGRATION = "README, 'Migrating from the per-ban curl scripts'"
 MAX_SKEW = timedelta(seconds=60)
@@ -51,7 +54,8 @@ class Check:
 
 def main(config: Config, creds: Credentials, fmt: str, *, now: datetime | None = None) -> int:
     checks = run_checks(config, creds, now or datetime.now(UTC))
-    print(to_json(checks) if fmt == "json" else table(checks))
+    # Found texts quote other writers (WAF rules, server errors): escaped for the terminal (DESIGN §12).
+    print(to_json(checks) if fmt == "json" else escape(table(checks)))
     return EXIT_FAILURE if any(c.status is Status.FAIL for c in checks) else EXIT_OK
 
 
@@ -80,6 +84,7 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
     state, fail2ban_checks = _fail2ban(config)
     checks += fail2ban_checks
     checks += _paths(config)
+    checks.append(_schedule(schedule.find()))
     client = make_client(config, creds)
     with contextlib.closing(make_backend(config, client)) as backend:
         checks += _cloudflare(creds, client, backend, now)
@@ -154,12 +159,19 @@ def _paths(config: Config) -> list[Check]:
         wanted.append(("ASN cache", config.enrich.cache_file, "[enrich] cache_file"))
     checks = []
     for name, path, key in wanted:
-        problem = lock.location_problem(path) if key == "[run] lock_file" else _writable_dir(path)
+        if key == "[run] lock_file":
+            problem = lock.location_problem(path)
+        else:  # a cache others could plant is refused by a run: say so here (DESIGN §12)
+            problem = (cache_problem(path) if name == "ASN cache" else None) or _writable_dir(path)
         if problem is None:
             checks.append(Check(Status.OK, f"{name} path", f"{path} can be written"))
         else:
             checks.append(Check(Status.FAIL, f"{name} path", problem, f"fix {key}, or run as root"))
     return checks
+
+
+def _schedule(found: schedule.Schedule) -> Check:
+    return Check(Status.OK if found.scheduled else Status.WARN, "schedule", found.found, found.todo)
 
 
 # --- Cloudflare --------------------------------------------------------------------------------------

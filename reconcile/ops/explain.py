@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +19,10 @@ from reconcile.core import ranges
 from reconcile.core.addresses import is_allowlisted, is_built_in_allowlisted
 from reconcile.core.changes import Change, Owner
 from reconcile.core.merge import merge
-from reconcile.core.model import BanEntry, IPAddress, Rule, RuleListing
+from reconcile.core.model import BanEntry, IPAddress, Rule, RuleListing, ScopeKind
 from reconcile.core.notes import format_time, parse_note
 from reconcile.core.planner import owner_of
+from reconcile.core.sanitize import escape
 from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
 from reconcile.fail2ban import state as fail2ban
 
@@ -43,19 +44,32 @@ class Explanation:
     rules: tuple[Covering, ...]  # every rule that covers it, in every scope
     changes: tuple[Change, ...]  # the next run's plan for this address, per scope
     problems: tuple[str, ...]  # what could not be read
+    read_as: str = ""  # how the address given was read, when it was another spelling (IPv4-mapped)
 
 
-def main(config: Config, creds: Credentials, ip: IPAddress, fmt: str, *, now: datetime | None = None) -> int:
-    found = explain(config, creds, ip, now or datetime.now(UTC))
-    print(to_json(found) if fmt == "json" else text(found))
+def main(
+    config: Config,
+    creds: Credentials,
+    ip: IPAddress,
+    fmt: str,
+    *,
+    now: datetime | None = None,
+    read_as: str = "",
+) -> int:
+    found = replace(explain(config, creds, ip, now or datetime.now(UTC)), read_as=read_as)
+    # Notes, hosts and reasons are other writers' text: escaped before they reach the terminal (DESIGN §12).
+    print(to_json(found) if fmt == "json" else escape(text(found)))
     return EXIT_FAILURE if found.problems else EXIT_OK
 
 
 def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) -> Explanation:
     problems: list[str] = []
     entries: tuple[BanEntry, ...] = ()
+    jails: tuple[str, ...] = ()
     try:
-        entries = tuple(e for e in fail2ban.read_configured(config).entries if _is(e.value, ip))
+        state = fail2ban.read_configured(config)
+        jails = state.jails
+        entries = tuple(e for e in state.entries if _is(e.value, ip))
     except ReconcileError as exc:
         problems.append(f"fail2ban: {exc}")
     listings: list[RuleListing] = []
@@ -65,16 +79,19 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
                 listings.append(listing)
         except ReconcileError as exc:
             problems.append(f"Cloudflare: {exc}")
+    policy = policy_of(config, jails)
     covering = []
     for listing in listings:
         for rule in listing.rules:
-            note = parse_note(rule.notes, config.cloudflare.tag)
+            note = parse_note(
+                rule.notes, policy.tag, jails=policy.jails, tagged_only=listing.scope.kind is ScopeKind.LIST
+            )
             until = None
             if note is not None and note.hosts:
                 until = format_time(note.until) if note.until else "permanent"
             covering.append(Covering(rule, owner_of(rule, note), until))
     bans, _ = merge(entries)
-    plan = backend.plan(bans, [], listings, policy_of(config), now)
+    plan = backend.plan(bans, [], listings, policy, now)
     changes = tuple(c for c in plan.changes if c.ip in (ip, backend.planned_as(ip)))
     return Explanation(ip, entries, _status(ip, config), tuple(covering), changes, tuple(problems))
 
@@ -102,7 +119,7 @@ def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
 
 
 def text(found: Explanation) -> str:
-    lines = [f"{found.ip}"]
+    lines = [f"{found.ip}"] + ([f"  {found.read_as}"] if found.read_as else [])
     if found.entries:
         lines.append("  banned by fail2ban:")
         for e in found.entries:
@@ -129,6 +146,7 @@ def text(found: Explanation) -> str:
 def to_json(found: Explanation) -> str:
     doc: dict[str, Any] = {
         "ip": found.ip.compressed,
+        "read_as": found.read_as or None,
         "bans": [
             {
                 "jail": e.jail,

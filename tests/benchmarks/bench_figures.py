@@ -152,7 +152,7 @@ def _steady_seed(h: Harness, new: set[str], gone: list[str]) -> list[tuple[str, 
     state = fail2ban.read_state(config.fail2ban.command, config.fail2ban.jails, config.fail2ban.timeout)
     bans, _ = merge(state.entries)
     now = datetime.now(UTC)
-    plan = make_plan(bans, [], [RuleListing(Scope(ScopeKind.ZONE, ZONE_ID), ())], policy_of(config), now)
+    plan = make_plan(bans, [], [RuleListing(Scope(ScopeKind.ZONE, ZONE_ID), ())], policy_of(config, ()), now)
     seed = [("ip", c.value, c.notes) for c in plan.changes if c.action is Action.ADD and c.value not in new]
     lease = Lease(("sshd",), (config.policy.host_id,), now - timedelta(minutes=5), now + timedelta(hours=1))
     notes = format_note(TAG, lease) or ""

@@ -457,14 +457,58 @@ def test_cron_dropin_parses_and_names_an_installed_command(installed: Path) -> N
         assert field.fullmatch(value), value
     assert minute == "*/2" and (hour, day, month, weekday) == ("*", "*", "*", "*")
     assert user == "root"
-    assert command == [COMMAND, "-q"]
-    assert os.access(in_root(installed, command[0]), os.X_OK)  # exists (through the symlink) after install
+    assert " ".join(command) == CRON_COMMAND
+    assert os.access(in_root(installed, COMMAND), os.X_OK)  # exists (through the symlink) after install
     path_dirs = env["PATH"].split(":")
     assert str(Path(COMMAND).parent) in path_dirs
     fail2ban_client = shutil.which("fail2ban-client")
     assert fail2ban_client is not None and str(Path(fail2ban_client).parent) in path_dirs
     # The syslog alternative is there, commented, with the same schedule and command.
-    assert f"#*/2 * * * * root {COMMAND} -q 2>&1 | logger -t reconcile" in text
+    assert f"#*/2 * * * * root {CRON_COMMAND} 2>&1 | logger -t reconcile" in text
+
+
+# What the job runs: nothing where systemd runs (the timer does), nothing before the configuration file
+# exists, nothing once the command is gone (the package removed, the cron file kept as a conffile).
+CRON_COMMAND = (
+    f"[ -x {COMMAND} ] && [ ! -d /run/systemd/system ] && [ -e {config_mod.DEFAULT_PATH} ] && {COMMAND} -q"
+)
+
+
+@pytest.mark.parametrize(
+    ("systemd", "configured", "command", "runs"),
+    [
+        (False, True, True, True),
+        (True, True, True, False),
+        (False, False, True, False),
+        (False, True, False, False),
+    ],
+)
+def test_cron_job_stands_aside(tmp_path: Path, systemd: bool, configured: bool, command: bool, runs: bool):
+    """The shipped line, run by sh as cron would, with its three paths moved into a temporary root."""
+    root = tmp_path / "root"
+    ran = tmp_path / "ran"
+    if systemd:
+        (root / "run/systemd/system").mkdir(parents=True)
+    if configured:
+        in_root(root, str(config_mod.DEFAULT_PATH)).parent.mkdir(parents=True)
+        in_root(root, str(config_mod.DEFAULT_PATH)).write_text("")
+    if command:
+        stub = in_root(root, COMMAND)
+        stub.parent.mkdir(parents=True)
+        stub.write_text(f'#!/bin/sh\necho "$@" > {ran}\n')
+        stub.chmod(0o755)
+    line = next(
+        line for line in (CRON / "reconcile.cron").read_text().splitlines() if line.startswith("*/2 ")
+    )
+    job = line.split(" ", 6)[6]
+    for path in (COMMAND, "/run/systemd/system", str(config_mod.DEFAULT_PATH)):
+        assert path in job
+        job = job.replace(path, str(in_root(root, path)))
+    result = subprocess.run(["sh", "-c", job], capture_output=True, text=True, timeout=60)
+    assert result.stdout == result.stderr == ""  # standing aside mails nothing
+    assert ran.exists() is runs
+    if runs:
+        assert ran.read_text() == "-q\n"
 
 
 # ----------------------------------------------------------------------------------------- config

@@ -163,8 +163,9 @@ def test_unban_all_is_refused_then_forced(harness: Harness):
     harness.cf.clear_log()
     refused = harness.run()
     assert refused.returncode == 3
-    assert "refusing to expire 20 of 20 managed rules (100% > 30%); run with --force if this is intended" in (
-        refused.stderr
+    assert (
+        "refusing to expire 20 of 20 managed rules, more than 30% of 20 (6); "
+        "run with --force if this is intended" in refused.stderr
     )
     assert harness.cf.writes() == [] and len(harness.rules()) == 20
     report = harness.run("--report")

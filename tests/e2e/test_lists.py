@@ -166,7 +166,8 @@ def test_check_refuses_a_disabled_rule_another_action_or_another_list(harness: H
     )
     harness.list_config(cloudflare={"waf_rule": "create"})
     result = harness.run()
-    assert result.returncode == 1 and "disabled or does not block" in result.stderr
+    assert result.returncode == 1 and "no WAF custom rule enforces $fail2ban" in result.stderr
+    assert "is disabled" in result.stderr and "has action 'log', not block" in result.stderr
     assert len(harness.cf.zone_rules(ZONE_ID)) == 3  # the operator's rule for the list is theirs
 
 

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs the Debian packages the tests need (fail2ban, systemd-analyze) when they are missing.
+# Installs the Debian packages the tests need (fail2ban, systemd-analyze, groff, man) when they are missing.
 # Never starts the system fail2ban service: a temporary policy-rc.d forbids it during the install.
 set -eu
 need=""
 command -v fail2ban-server >/dev/null 2>&1 || need="$need fail2ban"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+command -v groff >/dev/null 2>&1 || need="$need groff-base"  # tests/e2e/test_manpage.py
+command -v man >/dev/null 2>&1 || need="$need man-db"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages:$need (run as root, or: sudo apt-get install$need)" >&2

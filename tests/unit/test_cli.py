@@ -108,11 +108,13 @@ def test_filters_combine_repeats_and_comma_lists():
 
 
 def test_explain_parses_both_families():
-    assert cli.parser().parse_args(["--explain", " 2606:4700::1111 "]).explain == ipaddress.ip_address(
-        "2606:4700::1111"
+    assert cli.parser().parse_args(["--explain", " 2606:4700::1111 "]).explain == (
+        ipaddress.ip_address("2606:4700::1111"),
+        "",
     )
-    assert cli.parser().parse_args(["--explain", "203.0.113.7"]).explain == ipaddress.ip_address(
-        "203.0.113.7"
+    assert cli.parser().parse_args(["--explain", "203.0.113.7"]).explain == (
+        ipaddress.ip_address("203.0.113.7"),
+        "",
     )
 
 
@@ -135,7 +137,7 @@ def test_check_is_dispatched_with_config_credentials_and_format(monkeypatch, con
 def test_explain_is_dispatched_with_the_parsed_address(monkeypatch, config_file):
     calls: list[tuple[Any, ...]] = []
 
-    def fake(config, creds, ip, fmt):
+    def fake(config, creds, ip, fmt, read_as=""):
         calls.append((config, creds, ip, fmt))
         return 0
 

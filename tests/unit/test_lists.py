@@ -45,7 +45,7 @@ def own(ip: str, minutes_ago: int, hosts: tuple[str, ...] = ("web1",)) -> Rule:
 def plan_of(bans: list[Ban], items: list[Rule]) -> Plan:
     grouped, groups = group_bans(bans)
     plan = make_plan(grouped, [], [RuleListing(LIST, tuple(items))], POLICY, NOW)
-    return foreign_cover(label_networks(plan, groups), items, TAG)
+    return foreign_cover(label_networks(plan, groups), items, POLICY)
 
 
 def by_value(plan: Plan) -> dict[str, tuple[Action, str]]:

@@ -38,8 +38,8 @@ def test_fraction_boundaries(managed, expiring, refused):
 def test_message_names_the_numbers():
     (reason,) = unsafe_reasons(plan_with(20, 20), 0.3)
     assert reason == (
-        "zone 023e105f4ecef8ad9ca31a8372d0c353: refusing to expire 20 of 20 managed rules (100% > 30%); "
-        "run with --force if this is intended"
+        "zone 023e105f4ecef8ad9ca31a8372d0c353: refusing to expire 20 of 20 managed rules, "
+        "more than 30% of 20 (6); run with --force if this is intended"
     )
 
 

@@ -34,7 +34,9 @@ def test_only_an_enabled_rule_with_the_modes_action_enforces() -> None:
     assert waf.enforcing([{"action": "block", "expression": "(ip.src in $fail2ban)"}], "fail2ban", "block")
     assert not waf.enforcing([rule(enabled=False)], "fail2ban", "block")
     assert not waf.enforcing([rule(action="log")], "fail2ban", "block")
-    assert not waf.enforcing([rule()], "fail2ban", "managed_challenge")
+    # block is stricter than any challenge (DESIGN §9); a challenge does not satisfy block
+    assert waf.enforcing([rule()], "fail2ban", "managed_challenge")
+    assert not waf.enforcing([rule(action="managed_challenge")], "fail2ban", "block")
     assert waf.enforcing([rule(action="managed_challenge")], "fail2ban", "managed_challenge")
     assert not waf.enforcing([], "fail2ban", "block")
 
