@@ -114,8 +114,8 @@ SECTIONS: dict[str, Section] = {
         "on every answer (Ratelimit, Ratelimit-Policy). Emulated time runs 20x (the headers' `t` in real "
         "seconds, the product's settings scaled alike: tests/benchmarks/bench_quota.py). (a) two hosts, "
         "their runs concurrent; (b) one host with 2,000 bans while another client of the account spends "
-        "half the quota at an even pace. Share of the quota = requests / (1,200 per 300 s of the time "
-        "until every ban was at the edge).",
+        "half the quota at an even pace. Share of the quota = requests / (1,200 for every 300 s window "
+        "the runs touched until every ban was at the edge).",
         (
             "case",
             "bans",
