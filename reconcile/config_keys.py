@@ -203,10 +203,15 @@ class CloudflareSection:
     )
     requests_per_minute: float = key(
         200.0,
-        doc="pacing between requests",
+        doc="a ceiling on the sustained request rate (short bursts while the account's quota is plentiful)",
         positive=True,
         max=60_000,  # Cloudflare allows 1,200 per 5 minutes; the tests' emulator is paced far faster
         unit="per minute",
+    )
+    quota_reserve: float = key(
+        0.1,
+        doc="share of the account's API quota a run never spends (more while others spend), 0 to 1",
+        check=_fraction,
     )
     timeout: float = key(30.0, doc="seconds per HTTP request", positive=True, max=MAX_TIMEOUT, unit="seconds")
     retries: int = key(3, doc="retries of 5xx, timeouts, resets", max=10, unit="retries")

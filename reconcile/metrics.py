@@ -130,6 +130,30 @@ def families(outcome: Outcome, config: Config, now: datetime) -> list[Metric]:
             over_capacity,
         ),
     ]
+    quota = outcome.quota
+    if quota is not None:  # only what an answer stated: no sample rather than a made-up one
+        families.append(
+            _gauge(
+                "reconcile_api_quota_remaining",
+                "Requests left of the account's API quota (Ratelimit r) at the last run's last answer",
+                quota.remaining,
+            )
+        )
+        families.append(
+            _gauge(
+                "reconcile_api_quota_reset_seconds",
+                "Seconds until the account's API quota window reset (Ratelimit t), at that answer",
+                quota.reset,
+            )
+        )
+        if quota.limit is not None:
+            families.append(
+                _gauge(
+                    "reconcile_api_quota_limit",
+                    "The account's API quota per window (Ratelimit-Policy q), as the last answer stated it",
+                    quota.limit,
+                )
+            )
     found = outcome.enrichment
     if found is not None:
         families.append(

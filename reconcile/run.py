@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from reconcile.cloudflare.answers import Quota
 from reconcile.cloudflare.backend import Backend
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.open import make_backend, make_client, make_pacer, policy_of
@@ -58,6 +58,8 @@ class Outcome:
     names: Mapping[str, str] = field(default_factory=dict)  # AS number -> AS name, for the report
     # Zones where what was written blocks nobody (the list backend's WAF rule is missing), with the fix.
     unenforced: tuple[str, ...] = ()
+    # The account's API quota as the run's last answer stated it (DESIGN §12); None: no answer said.
+    quota: Quota | None = None
 
     @property
     def refused(self) -> bool:
@@ -130,8 +132,7 @@ def execute(
 ) -> Outcome:
     """One run. `backend_factory` (default: make_backend over `client_factory`'s client) and `read` are
     the seams tests use: an in-memory backend, a fail2ban state without a server."""
-    started = time.monotonic()
-    # Created first, so the run's time limit covers the fail2ban read too.
+    # Created first, so the run's time limit covers the fail2ban read too; its clock is the run's.
     pacer = pacer or make_pacer(config)
     # fail2ban first: if it cannot be read, nothing is asked of Cloudflare, let alone deleted.
     state = read(config)
@@ -151,7 +152,7 @@ def execute(
     with contextlib.closing(backend_factory(config, credentials, pacer)) as backend:
 
         def stats() -> Stats:
-            return Stats(backend.requests, time.monotonic() - started, backend.rate_limited)
+            return Stats(backend.requests, pacer.elapsed(), backend.rate_limited)
 
         try:
             listings = backend.listings(read_only=options.report)
@@ -170,7 +171,7 @@ def execute(
                 now, state, plan, unsafe=unsafe, forced=options.force, enrichment=enrichment, names=names
             )
             if options.report or outcome.refused:
-                return replace(outcome, stats=stats())
+                return replace(outcome, stats=stats(), quota=pacer.quota)
             if unsafe:
                 log.warning("--force: %s", "; ".join(unsafe))
             applied = backend.apply(plan)
@@ -178,8 +179,8 @@ def execute(
             unenforced = () if applied.stopped is not None else backend.enforcement()
             for problem in unenforced:
                 log.error("%s", problem)
-            return replace(outcome, applied=applied, unenforced=unenforced, stats=stats())
+            return replace(outcome, applied=applied, unenforced=unenforced, stats=stats(), quota=pacer.quota)
         except ReconcileError as exc:
             # Without a full picture nothing is planned, and the next run starts over; the outcome still
             # says how many requests this one made.
-            return Outcome(clock(), state, error=exc, stats=stats())
+            return Outcome(clock(), state, error=exc, stats=stats(), quota=pacer.quota)

@@ -8,6 +8,7 @@ import email.utils
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -110,3 +111,76 @@ def timestamp(
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one answer says of the account's API quota (DESIGN §12).
+
+    `remaining` requests are left until the window resets in `reset` seconds; `limit` requests per
+    `window` seconds is the policy (None when the answer did not say)."""
+
+    remaining: int
+    reset: float
+    limit: int | None = None
+    window: float | None = None
+
+
+def quota(headers: Mapping[str, str], epoch: float | None) -> Quota | None:
+    """The quota an answer's headers state: `Ratelimit` + `Ratelimit-Policy` (IETF draft, what Cloudflare
+    sends), else the older `X-RateLimit-Limit/-Remaining/-Reset`; None when neither says what is left.
+
+    `epoch` (Unix time now, from the answer's Date header) reads an `X-RateLimit-Reset` that is a Unix time
+    rather than seconds; without it such a reset is unknown."""
+    fields = _sf_params(headers.get("Ratelimit"))
+    policy = _sf_params(headers.get("Ratelimit-Policy"))
+    remaining, reset = _count(fields.get("r")), _seconds(fields.get("t"))
+    limit, window = _count(policy.get("q")), _seconds(policy.get("w"))
+    if remaining is None or reset is None:
+        remaining = _count(headers.get("X-RateLimit-Remaining"))
+        reset = _seconds(headers.get("X-RateLimit-Reset"))
+        if reset is not None and reset > 1e9:  # a Unix time, not a number of seconds
+            reset = None if epoch is None else max(0.0, reset - epoch)
+        limit = limit if limit is not None else _count(headers.get("X-RateLimit-Limit"))
+    if remaining is None or reset is None or reset > _LONGEST_WAIT:
+        return None  # a window does not reset days from now: a broken header is no reason to wait
+    if limit is not None and limit < remaining:
+        limit = None  # nonsense together: trust what is left, not the policy
+    return Quota(remaining, reset, limit, window)
+
+
+def _sf_params(value: str | None) -> dict[str, str]:
+    """The parameters of the `"default"` item of a structured-field list (`"x";r=1, "default";r=5;t=30`),
+    or of its first item when none is named so."""
+    if not value:
+        return {}
+    items = value.split(",")
+    first = next((i for i in items if i.split(";", 1)[0].strip() == '"default"'), items[0])
+    params: dict[str, str] = {}
+    for part in first.split(";")[1:]:
+        name, sep, raw = part.partition("=")
+        if sep:
+            params.setdefault(name.strip().lower(), raw.strip())
+    return params
+
+
+def _count(raw: str | None) -> int | None:
+    if raw is None or not raw.strip().isdigit() or len(raw.strip()) > 12:
+        return None
+    return int(raw.strip())
+
+
+def _seconds(raw: str | None) -> float | None:
+    """Seconds, or a Unix time (X-RateLimit-Reset); None when unreadable, negative or absurd."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0 <= value < _ABSURD else None
+
+
+# No quota window lasts a century: beyond this a `t` (or a Unix time) is a broken header, not a wait.
+_ABSURD = 4e9
+_LONGEST_WAIT = 86400.0

@@ -36,9 +36,10 @@ class ListFound:
 
     account_id: str
     name: str
-    capacity: int  # `[cloudflare] list_capacity`: the items it may hold
+    capacity: int  # `[cloudflare] list_capacity`: the items the account's lists may hold together
     listing: RuleListing | None
     error: str = ""
+    others: tuple[tuple[str, int], ...] = ()  # the account's other lists and their items (num_items)
 
 
 Found = ScopeFound | ListFound

@@ -5,8 +5,10 @@ a foreign item already covers, and the plan fitted into the list's room.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
 from reconcile.cloudflare.answers import timestamp
@@ -15,6 +17,7 @@ from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKi
 from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import parse_note
 from reconcile.core.planner import owner_of
+from reconcile.core.safety import MIN_MANAGED
 from reconcile.errors import CloudflareError
 
 IPV6_PREFIX = 64  # Cloudflare takes IPv6 only as prefixes of /64 or shorter
@@ -125,12 +128,16 @@ class Fitted:
     expiries_first: bool  # at capacity the expiries must make room before the adds are sent
 
 
-def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted:
+def fit_capacity(
+    plan: Plan, listed: int, capacity: int, host_id: str, max_fraction: float | None = None
+) -> Fitted:
     """The plan within `capacity` items (DESIGN §9), `listed` being every item in the list now.
 
     Newest bans win: an add that finds no room takes the place of this host's own item (host set {H})
     with the oldest ban, if that ban is older; otherwise it is `skip: over list capacity`. Items of other
-    hosts and foreign items are never pushed out, and a list already over capacity is not shrunk.
+    hosts and foreign items are never pushed out, and a list already over capacity is not shrunk. With
+    `max_fraction` (the expiry guard's), a run expires at most that share of the managed items, its own
+    expiries included: a burst into a full list gets in over a few runs instead of being refused (exit 3).
     """
     adds = sorted((c for c in plan.changes if c.action is Action.ADD), key=lambda c: _since(c), reverse=True)
     free = capacity - listed + plan.count(Action.EXPIRE)
@@ -150,13 +157,13 @@ def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted
         key=_since,
     )
     replaced: dict[Change, Change] = {}
-    evicted = 0
+    evicted, budget = 0, _eviction_budget(plan, max_fraction)
     for add in adds:
         if free > 0:
             free -= 1
             continue
         oldest = evictable[evicted] if evicted < len(evictable) else None
-        if free == 0 and oldest is not None and _since(oldest) < _since(add):
+        if free == 0 and oldest is not None and _since(oldest) < _since(add) and evicted < budget:
             evicted += 1
             replaced[oldest] = replace(
                 oldest,
@@ -172,6 +179,16 @@ def fit_capacity(plan: Plan, listed: int, capacity: int, host_id: str) -> Fitted
         )
     changes = tuple(replaced.get(c, c) for c in plan.changes)
     return Fitted(replace(plan, changes=changes), expiries_first=True)
+
+
+def _eviction_budget(plan: Plan, max_fraction: float | None) -> int | float:
+    """How many items may go to make room without tripping the expiry guard (core.safety): its share of
+    the managed items, less the run's own expiries; unlimited without a guard or below its minimum."""
+    managed = sum(plan.managed.values())
+    if max_fraction is None or managed < MIN_MANAGED:
+        return math.inf
+    allowed = math.floor(Fraction(repr(max_fraction)) * managed)
+    return max(0, allowed - plan.count(Action.EXPIRE))
 
 
 def _since(change: Change) -> float:

@@ -13,7 +13,6 @@ end before the next is sent. Never `PUT`: it would replace the operator's items.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reconcile.cloudflare import waf
-from reconcile.cloudflare.answers import show
+from reconcile.cloudflare.answers import show, whole
 from reconcile.cloudflare.backend import Found, ListFound, ZoneEnforcement
 from reconcile.cloudflare.list_plan import (
     fit_capacity,
@@ -36,7 +35,7 @@ from reconcile.cloudflare.list_plan import (
 )
 from reconcile.cloudflare.retire import retire
 from reconcile.cloudflare.rule_writes import apply
-from reconcile.cloudflare.rules import Client, list_scope
+from reconcile.cloudflare.rules import Client, readable_scopes
 from reconcile.cloudflare.transport import ApiError
 from reconcile.config import Config
 from reconcile.core.applied import Applied, Result, Written
@@ -72,19 +71,22 @@ class ListBackend:
         transport: Client,
         config: Config,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.transport = transport
         self.config = config
-        self._sleep = sleep
-        self._clock = clock
+        # The run's pacer's clock and sleep by default: one injected clock drives the whole run.
+        self._sleep = sleep if sleep is not None else transport.pacer.sleep
+        self._clock = clock if clock is not None else transport.pacer.clock
         self._lists_path = f"/accounts/{quote(config.cloudflare.account_id, safe='')}/rules/lists"
         self.list_id = ""
         self._listed = 0
         self._rules: tuple[Rule, ...] = ()
         self._expiries_first = False
         self._unenforced: tuple[str, ...] | None = None  # read in listings(), None: not read
+        # The account's other lists and their items (`num_items` of the list index): they share its room.
+        self.other_lists: tuple[tuple[str, int], ...] = ()
 
     @property
     def requests(self) -> int:
@@ -119,10 +121,8 @@ class ListBackend:
             )
             if not self._unenforced:
                 # The list blocks in every zone: the rules this host made there can go (see the class).
-                listings += [
-                    list_scope(self.transport, Scope(ScopeKind.ZONE, z))
-                    for z in self.config.cloudflare.zone_ids
-                ]
+                zones = [Scope(ScopeKind.ZONE, z) for z in self.config.cloudflare.zone_ids]
+                listings += readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
         return listings
 
     def existing(self) -> tuple[Found, ...]:
@@ -138,6 +138,7 @@ class ListBackend:
                 config.cloudflare.list_capacity,
                 listing,
                 error,
+                self.other_lists,
             ),
         )
 
@@ -198,6 +199,11 @@ class ListBackend:
         result = self.transport.call("GET", self._lists_path)
         if not isinstance(result, list):
             raise CloudflareError("result is not a list of lists", method="GET", path=self._lists_path)
+        self.other_lists = tuple(
+            (str(entry.get("name")), max(0, whole(entry.get("num_items")) or 0))
+            for entry in result
+            if isinstance(entry, dict) and entry.get("name") != name
+        )
         for entry in result:
             if isinstance(entry, dict) and entry.get("name") == name:
                 if entry.get("kind") != "ip":
@@ -261,7 +267,9 @@ class ListBackend:
         plan = make_plan(grouped, invalid, ours, items, now)
         plan = foreign_cover(label_networks(plan, groups), self._rules, items)
         plan = spare_allowlisted(plan, policy.allowlist)
-        fitted = fit_capacity(plan, self._listed, self.config.cloudflare.list_capacity, policy.host_id)
+        fitted = fit_capacity(
+            plan, self._listed, self.room(), policy.host_id, self.config.policy.max_expire_fraction
+        )
         self._expiries_first = fitted.expiries_first
         retiring = [listing for listing in listings if listing.scope.kind != ScopeKind.LIST]
         if not retiring:
@@ -272,6 +280,12 @@ class ListBackend:
             {**fitted.plan.managed, **retired.managed},
             fitted.plan.incomplete + retired.incomplete,
         )
+
+    def room(self) -> int:
+        """The items this list may hold: `list_capacity` (the account's limit across its lists) less the
+        items of the account's other lists (DESIGN §9)."""
+        others = sum(count for _, count in self.other_lists)
+        return max(0, self.config.cloudflare.list_capacity - others)
 
     # --- writing ---
 
@@ -290,12 +304,20 @@ class ListBackend:
 
     def _apply_list(self, plan: Plan) -> Applied:
         writes = plan.writes()
-        upserts = [c for c in writes if c.action in (Action.ADD, Action.RENEW)]
-        deletes = [c for c in writes if c.action is Action.EXPIRE]
-        batches = [("POST", upserts[i : i + BATCH]) for i in range(0, len(upserts), BATCH)]
-        removals = [("DELETE", deletes[i : i + BATCH]) for i in range(0, len(deletes), BATCH)]
-        # Adds first (the edge gets stricter first), unless the adds need the room the expiries free.
-        batches = removals + batches if self._expiries_first else batches + removals
+
+        def bulk(method: str, action: Action) -> list[tuple[str, list[Change]]]:
+            changes = [c for c in writes if c.action is action]
+            return [(method, changes[i : i + BATCH]) for i in range(0, len(changes), BATCH)]
+
+        # Renewals and leaves add no item: their own operations, before any add, so an add that does not
+        # fit the account's room (another tool's list grew) never holds one back (DESIGN §9).
+        renewals, adds, removals = (
+            bulk("POST", Action.RENEW),
+            bulk("POST", Action.ADD),
+            bulk("DELETE", Action.EXPIRE),
+        )
+        # Adds before expiries (the edge gets stricter first), unless the adds need the room they free.
+        batches = renewals + (removals + adds if self._expiries_first else adds + removals)
         outcomes: list[Written] = []
         for index, (method, changes) in enumerate(batches):
             try:

@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from reconcile.cloudflare.backend import Backend
@@ -17,10 +18,21 @@ from reconcile.core.changes import Policy
 from reconcile.core.model import Scope, ScopeKind
 
 
-def make_pacer(config: Config) -> Pacer:
-    """The rate, the request budget and the time limit of one run; the limit counts from now."""
+def make_pacer(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Pacer:
+    """The rate, the quota's reserve, the request budget and the time limit of one run; the limit counts
+    from now. `clock` and `sleep` are the whole run's (a simulation passes its own)."""
     return Pacer(
-        config.cloudflare.requests_per_minute, config.cloudflare.max_requests_per_run, config.run.max_seconds
+        config.cloudflare.requests_per_minute,
+        config.cloudflare.max_requests_per_run,
+        config.run.max_seconds,
+        clock,
+        sleep,
+        quota_reserve=config.cloudflare.quota_reserve,
     )
 
 

@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
-import requests
-
+from reconcile.cloudflare import permissions
 from reconcile.cloudflare.answers import show, timestamp, whole
 from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rule_writes import Created, apply
-from reconcile.cloudflare.transport import ApiError, Transport
+from reconcile.cloudflare.transport import ApiError, Session, Transport
 from reconcile.core.applied import Applied
 from reconcile.core.changes import Plan, Policy
 from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, RuleListing, Scope
@@ -56,7 +55,7 @@ class Client(Transport):
         retries: int = 3,
         sleep: Callable[[float], None] | None = None,
         per_page: int = 1000,
-        session: requests.Session | None = None,
+        session: Session | None = None,
     ) -> None:
         if not (per_page == 1 or (per_page % 5 == 0 and 5 <= per_page <= 1000)):
             raise ValueError(f"per_page must be 1 or a multiple of 5 up to 1000, not {per_page!r}")
@@ -257,6 +256,28 @@ def list_scope(client: Client, scope: Scope) -> RuleListing:
             raise exc.cause from None
         log.error("%s", exc)
         return RuleListing(scope, exc.rules, complete=False)
+
+
+def readable_scopes(client: Client, scopes: Sequence[Scope], purpose: str) -> list[RuleListing]:
+    """Each scope's listing for something optional (`purpose`); a scope the token may not read (403) is
+    left out with one warning naming the permission, never a failed run (DESIGN §9, §12)."""
+    found, denied = [], []
+    for scope in scopes:
+        try:
+            found.append(list_scope(client, scope))
+        except CloudflareError as exc:
+            if exc.status != 403:
+                raise
+            denied.append(scope)
+    if denied:
+        needed = permissions.needed("DELETE", denied[0].rules_path)
+        log.warning(
+            "not %s in %s: the token may not read them (HTTP 403; it needs %s); the rest of the run goes on",
+            purpose,
+            ", ".join(str(s) for s in denied),
+            needed,
+        )
+    return found
 
 
 class RulesBackend:

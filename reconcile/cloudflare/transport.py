@@ -13,19 +13,27 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from reconcile import __version__
-from reconcile.cloudflare.answers import cidrs, error_codes, http_date, retry_after, show, timestamp
+from reconcile.cloudflare.answers import (
+    Quota,
+    cidrs,
+    error_codes,
+    http_date,
+    quota,
+    retry_after,
+    show,
+    timestamp,
+)
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer, backoff
 from reconcile.errors import CloudflareError, ConfigError, RateLimited
@@ -40,6 +48,29 @@ _MESSAGE_CHARS = 300
 
 class ApiError(CloudflareError):
     """Cloudflare answered with its error envelope (`success: false`); `codes` holds its error codes."""
+
+
+class Response(Protocol):
+    """What the transport reads of an HTTP answer (a requests.Response, or a test's fake)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive in requests; a fake's must be too
+    @property
+    def content(self) -> bytes: ...
+
+
+class FakeSession(Protocol):
+    """An in-process HTTP layer in place of requests.Session (a fleet simulation answers from memory on its
+    own clock). `request` gets method, url and the keywords json, headers, timeout, verify and
+    allow_redirects; faults are raised as requests' exceptions (requests.Timeout, ConnectionError)."""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response: ...
+    def close(self) -> None: ...
+
+
+Session = requests.Session | FakeSession
 
 
 @dataclass(frozen=True)
@@ -75,8 +106,8 @@ class Transport:
         pacer: Pacer,
         timeout: float = 30.0,
         retries: int = 3,
-        sleep: Callable[[float], None] = time.sleep,
-        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
+        session: Session | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url)
         if not timeout > 0:
@@ -87,9 +118,10 @@ class Transport:
         self._pacer = pacer
         self.timeout = timeout
         self.retries = retries
-        self._sleep = sleep
+        # The pacer's clock and sleep by default: one injected clock drives the whole run.
+        self._sleep = sleep if sleep is not None else pacer.sleep
         self._own_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session: Session = session if session is not None else requests.Session()
         self._blocked: RateLimited | None = None
         self.requests = 0
         self.rate_limited = 0
@@ -187,7 +219,7 @@ class Transport:
             self.requests += 1
             # A request never outlives the run's time limit by more than a second.
             timeout = max(1.0, min(self.timeout, self._pacer.remaining()))
-            started = time.monotonic()
+            started = self._pacer.clock()
             try:
                 response = self._session.request(
                     method,
@@ -201,20 +233,23 @@ class Transport:
             except requests.Timeout as exc:
                 problem, status = f"no answer within {timeout:g} s ({type(exc).__name__})", None
                 lost = lost or _may_have_arrived(exc)
-                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, self._ms(started))
                 continue
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 problem, status = f"connection failed ({type(exc).__name__})", None
                 lost = lost or _may_have_arrived(exc)
-                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, _ms(started))
+                log.debug("%s %s -> %s after %d ms", method, shown, type(exc).__name__, self._ms(started))
                 continue
             except requests.RequestException as exc:
                 # Not retryable (bad URL, bad header...). Class name only: some messages quote header values.
                 raise CloudflareError(
                     f"request failed: {type(exc).__name__}", method=method, path=shown
                 ) from None
-            log.debug("%s %s -> %d in %d ms", method, shown, response.status_code, _ms(started))
+            log.debug("%s %s -> %d in %d ms", method, shown, response.status_code, self._ms(started))
             self.last_date = http_date(response.headers.get("Date"))
+            epoch = self.last_date.timestamp() if self.last_date is not None else None
+            # Every answer, 429s and errors included, says what is left of the account's quota.
+            self._pacer.observe(quota(response.headers, epoch))
             if response.status_code == 429:
                 self.rate_limited += 1
                 self._blocked = RateLimited(
@@ -274,6 +309,14 @@ class Transport:
             raise CloudflareError("answer has no `result`", method=method, path=shown, status=status)
         return data
 
+    @property
+    def quota(self) -> Quota | None:
+        """The account's quota as the last answer that stated it said (for metrics and --check)."""
+        return self._pacer.quota
+
+    def _ms(self, started: float) -> int:
+        return round((self._pacer.clock() - started) * 1000)
+
     def _excerpt(self, content: bytes) -> str:
         """': <first ~120 characters, whitespace collapsed>' of a body, or '' for an empty one."""
         text = " ".join(content[:4096].decode("utf-8", "replace").split())
@@ -317,10 +360,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _ms(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
 
 
 def _may_have_arrived(exc: requests.RequestException) -> bool:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconcile import lock
+from reconcile.cloudflare import permissions
 from reconcile.cloudflare.backend import Backend, Found, ListFound, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.open import make_backend, make_client
@@ -23,16 +24,17 @@ from reconcile.cloudflare.rules import Client
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.merge import merge
-from reconcile.core.model import Fail2banState
+from reconcile.core.model import Fail2banState, Scope, ScopeKind
 from reconcile.core.sanitize import escape
 from reconcile.enrich.cache import location_problem as cache_problem
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, ReconcileError
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, CloudflareError, ReconcileError
 from reconcile.fail2ban import state as fail2ban
 from reconcile.ops import schedule
 
 MIGRATION = "README, 'Migrating from the per-ban curl scripts'"
 MAX_SKEW = timedelta(seconds=60)
 TOKEN_SOON = timedelta(days=14)
+NEAR_FULL = 0.9  # the account's lists hold this share of list_capacity: warn before adds are skipped
 CLOUDFLARE_API = "api.cloudflare.com"
 
 
@@ -86,6 +88,9 @@ def run_checks(config: Config, creds: Credentials, now: datetime) -> list[Check]
     client = make_client(config, creds)
     with contextlib.closing(make_backend(config, client)) as backend:
         checks += _cloudflare(creds, client, backend, now)
+        if config.cloudflare.backend == "list" and config.cloudflare.waf_rule != "off":
+            checks += [_retirement(client, zone) for zone in config.cloudflare.zone_ids]
+        checks.append(_quota(client))
     if state is not None:
         checks += _misconfiguration(state)
     return checks
@@ -198,7 +203,7 @@ def _attempt(name: str, check: Callable[[], Check]) -> Check:
 
 
 def _unreadable(name: str, error: str) -> Check:
-    return Check(Status.FAIL, name, error, "see the error; the token may lack a permission (README §2)")
+    return Check(Status.FAIL, name, error, permissions.hint(error))
 
 
 def _token(creds: Credentials, client: Client, now: datetime) -> Check:
@@ -262,12 +267,22 @@ def _list(listed: ListFound) -> Check:
             "nothing to do: the first run creates it",
         )
     count, capacity = len(listing.rules), listed.capacity
-    found = f"list {name!r}: {count} items readable, room for {capacity}"
+    elsewhere = sum(n for _, n in listed.others)
+    room = max(0, capacity - elsewhere)
+    found = f"list {name!r}: {count} items readable, room for {room}"
+    if elsewhere:
+        found += f" ({capacity} for the account, less {elsewhere} in its other lists)"
     if not listing.complete:
         return Check(Status.WARN, "IP list", found + " (listing incomplete)")
-    if count >= capacity:
+    if count + elsewhere >= NEAR_FULL * capacity:
+        users = sorted([(name, count), *listed.others], key=lambda u: -u[1])
+        named = ", ".join(f"{n!r} {c}" for n, c in users if c)
         return Check(
-            Status.WARN, "IP list", found + ": full", "raise [cloudflare] list_capacity if the plan allows"
+            Status.WARN,
+            "IP list",
+            f"{found}: the account's lists are {'full' if count + elsewhere >= capacity else 'nearly full'}"
+            f" ({count + elsewhere} of {capacity} items: {named}); new bans that do not fit are skipped",
+            "free room in the other lists, or raise [cloudflare] list_capacity if the plan allows",
         )
     return Check(Status.OK, "IP list", found)
 
@@ -275,9 +290,47 @@ def _list(listed: ListFound) -> Check:
 def _waf(status: ZoneEnforcement) -> Check:
     if status.problems:
         todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
+        refused = [p for p in status.problems if permissions.refused(p)]
+        if refused:
+            todo = permissions.hint(refused[0])
         return Check(Status.FAIL, "WAF rule", "; ".join(status.problems), todo)
     rule = f"(ip.src in ${status.list_name}), action {status.mode}"
     return Check(Status.OK, "WAF rule", f"zone {status.zone} enforces the list: {rule}")
+
+
+def _retirement(client: Client, zone: str) -> Check:
+    """The read a list run makes to retire this host's old IP Access Rules: optional, so a 403 warns."""
+    path = Scope(ScopeKind.ZONE, zone).rules_path
+    try:
+        client.call("GET", path, query={"page": "1", "per_page": "5"})
+    except ReconcileError as exc:
+        if isinstance(exc, CloudflareError) and exc.status == 403:
+            return Check(
+                Status.WARN,
+                "old IP Access Rules",
+                f"zone {zone}: not readable (HTTP 403): this host's old rules there are not retired",
+                f"{permissions.hint(str(exc))}; without it each run warns once and syncs the list",
+            )
+        return _unreadable("old IP Access Rules", str(exc))
+    return Check(Status.OK, "old IP Access Rules", f"zone {zone}: readable, so they can be retired")
+
+
+def _quota(client: Client) -> Check:
+    """The account's API quota, as the last answer stated it (DESIGN §12)."""
+    quota = client.quota
+    if quota is None:
+        return Check(Status.OK, "API quota", "Cloudflare's answers did not state it: paced by the rate alone")
+    limit = quota.limit
+    of = f" of {limit}" if limit is not None else ""
+    found = f"{quota.remaining}{of} requests left, resets in {quota.reset:.0f} s"
+    if limit is not None and quota.remaining < client.pacer.quota_reserve * limit:
+        return Check(
+            Status.WARN,
+            "API quota",
+            found + ": below the reserve, so runs wait or stop (exit 4)",
+            "something else of the account spends it (other hosts, tools, the dashboard): it is per user",
+        )
+    return Check(Status.OK, "API quota", found)
 
 
 def _ranges(client: Client) -> Check:

@@ -173,6 +173,31 @@ SECTIONS: dict[str, Section] = {
             "result",
         ),
     ),
+    "quota": Section(
+        "10. Sharing the account's quota (1,200 requests per 300 s per user)",
+        "The rules backend, 1,000 new bans per host, every run through run.execute in-process with the "
+        "product's Pacer at its defaults (requests_per_minute 200, max_requests_per_run 600, max_seconds "
+        "100, quota_reserve 0.1), on a 120 s timer, against the emulator's limiter, which states the quota "
+        "on every answer (Ratelimit, Ratelimit-Policy). Emulated time runs 20x (the headers' `t` in real "
+        "seconds, the product's settings scaled alike: tests/benchmarks/bench_quota.py). (a) two hosts, "
+        "their runs concurrent; (b) one host with 2,000 bans while another client of the account spends "
+        "half the quota at an even pace. Share of the quota = requests / (1,200 for every 300 s window "
+        "the runs touched until every ban was at the edge).",
+        (
+            "case",
+            "bans",
+            "429s (hosts)",
+            "429s (neighbour)",
+            "requests (hosts)",
+            "runs",
+            "exit 4 runs",
+            "emulated s until all at the edge",
+            "share of quota: hosts",
+            "share of quota: neighbour",
+            "target",
+            "result",
+        ),
+    ),
 }
 
 

@@ -97,7 +97,10 @@ def test_a_2000_ban_burst_stays_under_the_limit_and_finishes_over_several_runs(
     burst_f2b: F2B, tmp_path: Path
 ) -> None:
     clock = VirtualClock()
-    with checked_emulator(rate_limit=LIMIT, rate_window=WINDOW, validate_responses=False, clock=clock) as cf:
+    # Without quota headers (as before 0.3 read them): the product paces by requests_per_minute alone.
+    with checked_emulator(
+        rate_limit=LIMIT, rate_window=WINDOW, validate_responses=False, clock=clock, rate_headers="none"
+    ) as cf:
         for h in harness_for(burst_f2b, cf, tmp_path):
             runs: list[RunFigures] = []
             stamps = Stamps(clock)
@@ -150,7 +153,10 @@ def test_without_pacing_the_same_burst_is_rate_limited_and_the_run_stops_at_the_
 ) -> None:
     # Control: no spacing and no per-run budget. Unpaced, the client runs at this machine's speed, so the
     # window is left unscaled (300 real s) and the outcome does not depend on how fast the machine is.
-    with checked_emulator(rate_limit=LIMIT, rate_window=WINDOW, validate_responses=False) as cf:
+    # No quota headers either: with them the product stops at the reserve instead (test_quota.py).
+    with checked_emulator(
+        rate_limit=LIMIT, rate_window=WINDOW, validate_responses=False, rate_headers="none"
+    ) as cf:
         for h in harness_for(burst_f2b, cf, tmp_path):
             pacer = Pacer(1e12, 100_000, 3600)
             outcome = h.execute(pacer=pacer)

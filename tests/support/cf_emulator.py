@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -89,6 +90,15 @@ _ROUTE = re.compile(r"/(zones|accounts)/([^/]+)/firewall/access_rules/rules(?:/(
 _OTHER = {("GET", "/user/tokens/verify"): "verify", ("GET", "/ips"): "ips"}
 E_INVALID_TOKEN = 1000  # Cloudflare's "Invalid API Token" on /user/tokens/verify
 TOKEN_STATUSES = ("active", "disabled", "expired")
+# Quota headers on every answer: both kinds, only the IETF draft's Ratelimit/-Policy, only X-RateLimit-*.
+RATE_HEADERS = ("both", "ietf", "legacy", "none")
+# Token permissions a test may withhold (`denied`): what each endpoint needs, as the README names them.
+PERMISSIONS = {
+    "firewall_services": "Zone > Firewall Services (zone IP Access Rules)",
+    "account_firewall_access_rules": "Account > Account Firewall Access Rules (account IP Access Rules)",
+    "account_filter_lists": "Account > Account Filter Lists (IP lists, items, bulk operations)",
+    "zone_waf": "Zone > Zone WAF (the zones' rulesets)",
+}
 
 # Cloudflare's published ranges (cloudflare.com/ips-v4 and ips-v6): 15 IPv4 and 7 IPv6 as of 2026-10.
 CLOUDFLARE_IPV4 = (
@@ -475,6 +485,8 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         list_capacity_limit: int = cf_lists.DEFAULT_CAPACITY,
         latency: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        rate_headers: str = "both",
+        denied: Iterable[str] = (),
     ) -> None:
         if time_scale <= 0 or rate_window <= 0:
             raise ValueError("time_scale and rate_window must be > 0")
@@ -484,6 +496,11 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
             raise ValueError("clamp_per_page must be >= 1")
         if token_status not in TOKEN_STATUSES:
             raise ValueError(f"token_status must be one of {TOKEN_STATUSES}")
+        if rate_headers not in RATE_HEADERS:
+            raise ValueError(f"rate_headers must be one of {RATE_HEADERS}")
+        unknown = set(denied) - set(PERMISSIONS)
+        if unknown:
+            raise ValueError(f"unknown permissions {sorted(unknown)}; known: {sorted(PERMISSIONS)}")
         self._tokens = frozenset(tokens)
         self._email_keys = frozenset((email.lower(), key) for email, key in email_keys)
         zones_list, accounts_list = list(zones), list(accounts)
@@ -507,6 +524,12 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.time_scale = time_scale
+        # Which quota headers every answer carries (RATE_HEADERS); their `t`/`w` are client seconds (scaled).
+        self.rate_headers = rate_headers
+        # Permissions the API token lacks (PERMISSIONS): the endpoints that need one answer 403.
+        self.denied = frozenset(denied)
+        self.neighbour_spent = 0  # requests spend() counted for another client of the account
+        self.neighbour_limited = 0  # ...of which the limiter refused (a 429 that client would have got)
         # Checking 2xx answers costs ~0.5 ms per listed rule; benchmarks with thousands may turn it off.
         self.validate_responses = validate_responses
         # Real seconds every answer waits (a WAN round trip), slept outside the lock: benchmarks use 0.05.
@@ -715,16 +738,20 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
                 return fault
         return None
 
-    def _rate_check(self) -> _Reply | None:
-        """Count this request in the current fixed window; a 429 once the window is over its limit."""
-        elapsed = self._elapsed()
-        index = int(elapsed // self.rate_window)
+    def _count(self, n: int = 1) -> bool:
+        """Count `n` requests in the current fixed window; False once the window is over its limit."""
+        index = int(self._elapsed() // self.rate_window)
         if index != self._window_index:
             self._window_index, self._window_count = index, 0
-        self._window_count += 1
-        if self._window_count <= self.rate_limit:
+        self._window_count += n
+        return self._window_count <= self.rate_limit
+
+    def _rate_check(self) -> _Reply | None:
+        """Count this request in the current fixed window; a 429 once the window is over its limit."""
+        if self._count():
             return None
         self.rate_limited += 1
+        elapsed = self._elapsed()
         retry_after = max(1, math.ceil(self.rate_window - elapsed % self.rate_window))
         return _error(
             429,
@@ -732,6 +759,59 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
             "Please wait and consider throttling your request speed",
             (("Retry-After", str(retry_after)),),
         )
+
+    def spend(self, n: int = 1) -> bool:
+        """Another client of the account (a dashboard user, another tool) spends `n` requests of the quota
+        now; False (counted in `neighbour_limited`) when the limiter would have answered it 429."""
+        with self._lock:
+            ok = self._count(n)
+            self.neighbour_spent += n
+            self.neighbour_limited += 0 if ok else 1
+            return ok
+
+    def quota_left(self) -> int:
+        """Requests left in the current window (what the next answer's `r` says, before counting it)."""
+        with self._lock:
+            if int(self._elapsed() // self.rate_window) != self._window_index:
+                return self.rate_limit
+            return max(0, self.rate_limit - self._window_count)
+
+    def _quota_headers(self) -> tuple[tuple[str, str], ...]:
+        """What is left of the window, as Cloudflare states it; `t` and `w` in the client's seconds."""
+        if self.rate_headers == "none":
+            return ()
+        left = max(0, self.rate_limit - self._window_count)
+        # Whole seconds as Cloudflare sends them; scaled, a window of a few seconds needs hundredths.
+        scaled = self.time_scale != 1
+        remaining, window_s = self.window_remaining() / self.time_scale, self.rate_window / self.time_scale
+        reset = f"{remaining:.2f}" if scaled else str(max(0, math.ceil(remaining)))
+        window = f"{window_s:.2f}" if scaled else str(max(1, round(window_s)))
+        headers: list[tuple[str, str]] = []
+        if self.rate_headers in ("both", "ietf"):
+            headers += [
+                ("Ratelimit", f'"default";r={left};t={reset}'),
+                ("Ratelimit-Policy", f'"default";q={self.rate_limit};w={window}'),
+            ]
+        if self.rate_headers in ("both", "legacy"):
+            headers += [
+                ("X-RateLimit-Limit", str(self.rate_limit)),
+                ("X-RateLimit-Remaining", str(left)),
+                ("X-RateLimit-Reset", str(reset)),
+            ]
+        return tuple(headers)
+
+    def _permission_needed(self, inc: _Incoming, route: re.Match[str] | None) -> str | None:
+        """The permission this request needs that the token lacks (`denied`), else None."""
+        if not self.denied:
+            return None
+        need: str | None = None
+        if route is not None:  # read and edit are withheld together here
+            need = "firewall_services" if route[1] == "zones" else "account_firewall_access_rules"
+        else:
+            found = cf_lists.route(inc.method, inc.path)
+            if found is not None:
+                need = "account_filter_lists" if cf_lists.is_lists_route(found[0]) else "zone_waf"
+        return need if need in self.denied else None
 
     def _auth(self, headers: Message) -> str:
         """Classify the credentials: token, key, none, malformed or bad (the last two are logged as "bad")."""
@@ -781,6 +861,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         done_event: threading.Event | None = None
         with self._lock:
             limited = self._rate_check()
+            quota = self._quota_headers()
             fault = None if limited is not None else self._take_fault(inc.method, inc.path)
             earlier = list(self._in_flight.get(key, ()))
             if fault is not None and fault.kind in ORDERED_FAULTS:
@@ -789,7 +870,10 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         try:
             for event in earlier:  # the attempt this one may repeat is carried out first
                 event.wait(timeout=30)
-            return self._dispatch_faulted(inc, route, other, auth, limited, fault, done_event)
+            reply = self._dispatch_faulted(inc, route, other, auth, limited, fault, done_event)
+            if isinstance(reply, _Reply) and quota:
+                reply = dataclasses.replace(reply, headers=reply.headers + quota)
+            return reply
         finally:
             if done_event is not None:
                 done_event.set()
@@ -862,6 +946,8 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
             return _error(400, E_BAD_HEADERS, "Invalid request headers")
         if auth == "bad" or (auth == "token" and self.token_status != "active"):
             return _error(403, E_AUTH, "Authentication error")
+        if auth == "token" and self._permission_needed(inc, route) is not None:
+            return _error(403, E_AUTH, "Authentication error")  # Cloudflare does not say which permission
         problems = request_problems(inc)
         if problems:
             self._violate(inc, problems)
@@ -926,6 +1012,8 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         if auth in ("none", "malformed"):
             return _error(400, E_BAD_HEADERS, "Invalid request headers")
         if auth == "bad" or (auth == "token" and self.token_status != "active"):
+            return _error(403, E_AUTH, "Authentication error")
+        if auth == "token" and self._permission_needed(inc, None) is not None:
             return _error(403, E_AUTH, "Authentication error")
         problems = request_problems(inc)
         if problems:

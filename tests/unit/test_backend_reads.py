@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from reconcile import config as config_mod
+from reconcile.cloudflare import permissions
 from reconcile.cloudflare.backend import Backend, ListFound, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.open import make_backend, make_client
@@ -280,16 +281,17 @@ def test_check_renders_the_backends_findings_with_their_names_and_texts() -> Non
             "nothing to do: the first run creates it",
         ),
         (
-            ListFound(ACCOUNT, "fail2ban", 5, None, "GET /x -> HTTP 403: no"),
+            ListFound(ACCOUNT, "fail2ban", 5, None, f"GET /accounts/{ACCOUNT}/rules/lists -> HTTP 403: no"),
             check.Status.FAIL,
-            "GET /x -> HTTP 403: no",
-            "see the error; the token may lack a permission (README §2)",
+            f"GET /accounts/{ACCOUNT}/rules/lists -> HTTP 403: no",
+            f"the token lacks {permissions.FILTER_LISTS}{permissions.SEP}Edit: add it to the token "
+            "(README, 'Cloudflare API token')",
         ),
         (
-            ScopeFound(Scope(ScopeKind.ACCOUNT, ACCOUNT), None, "GET /y -> HTTP 403: no"),
+            ScopeFound(Scope(ScopeKind.ACCOUNT, ACCOUNT), None, "GET /y -> HTTP 500: no"),
             check.Status.FAIL,
-            "GET /y -> HTTP 403: no",
-            "see the error; the token may lack a permission (README §2)",
+            "GET /y -> HTTP 500: no",
+            "see the error; the token may lack a permission (README, 'Cloudflare API token')",
         ),
     ],
 )
@@ -309,4 +311,6 @@ def test_check_says_when_the_list_is_full(tmp_path: Path) -> None:
     backend, _ = list_backend(tmp_path, list_route(), list_capacity=3, waf_rule="off", zone_ids=[])
     (full,) = check._backend_checks(backend)
     assert (full.status, full.name) == (check.Status.WARN, "IP list")
-    assert full.found == "list 'fail2ban': 3 items readable, room for 3: full"
+    assert full.found.startswith(
+        "list 'fail2ban': 3 items readable, room for 3: the account's lists are full"
+    )
