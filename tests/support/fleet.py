@@ -30,8 +30,7 @@ from requests.structures import CaseInsensitiveDict
 
 from reconcile import config as config_mod
 from reconcile.cloudflare.credentials import Credentials
-from reconcile.cloudflare.open import make_client
-from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.open import make_client, make_pacer
 from reconcile.config import Config
 from reconcile.core.model import BanEntry, Fail2banState
 from reconcile.core.notes import Lease, format_note
@@ -297,14 +296,7 @@ def run_host(sim: SimTime, model: CloudflareModel, host: Host, until: float, rng
             continue
         sim.sleep(start - sim.now())
         began = sim.now()
-        cf = host.config.cloudflare
-        pacer = Pacer(
-            cf.requests_per_minute,
-            cf.max_requests_per_run,
-            host.config.run.max_seconds,
-            clock=sim.now,
-            sleep=sim.sleep,
-        )
+        pacer = make_pacer(host.config, clock=sim.now, sleep=sim.sleep)
         outcome = execute(
             host.config,
             credentials,
