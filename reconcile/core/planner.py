@@ -8,7 +8,6 @@ a *leave* (it removes itself and the rule stays for the others). The Plan is pla
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -41,6 +40,7 @@ from reconcile.core.notes import (
     make_lease,
     parse_note,
 )
+from reconcile.core.plan_text import banned_in, covered_reason, jail_union
 from reconcile.core.sanitize import hosts_text
 
 
@@ -280,7 +280,7 @@ def _for_banned(
     if listed is None:
         base = _Base(value, scope, ban, None, None, ban.jails, ip, None)
         own = make_lease(ban.jails, (me,), ban.since, end)
-        return base.write(Action.ADD, _banned_in(ban.jails), own, policy)
+        return base.write(Action.ADD, banned_in(ban.jails), own, policy)
     rule, note, owner = listed.rule, listed.note, listed.owner
     base = _Base(value, scope, ban, rule, owner, ban.jails, ip, note.asn if note else None)
     if owner.kind is OwnerKind.ALLOW:
@@ -301,7 +301,7 @@ def _for_banned(
             return base.write(Action.RENEW, reason, taken, policy, Membership.TAKE_OVER)
         # Join: the rule stays one rule; its lease covers the longest ban of any host.
         joined = make_lease(
-            _union(note.jails, ban.jails),
+            jail_union(note.jails, ban.jails),
             host_set((*note.hosts, me)),
             min(note.since or ban.since, ban.since),
             _later(note.until, end),
@@ -319,9 +319,9 @@ def _for_banned(
     others = tuple(h for h in note.hosts if h != me)
     covered = note.until is None or (end is not None and note.until >= end)
     if covered and mode_ok:
-        return base.keep(_covered(others))
+        return base.keep(covered_reason(others))
     shared = make_lease(
-        _union(note.jails, ban.jails),
+        jail_union(note.jails, ban.jails),
         note.hosts,
         min(note.since or ban.since, ban.since),
         note.until if covered else end,
@@ -330,22 +330,6 @@ def _for_banned(
     )
     reason = "lease extended" if mode_ok else f"mode {rule.mode} -> {policy.mode}"
     return base.write(Action.RENEW, reason, shared, policy)
-
-
-# A handful of jail lists and host sets: each reason and union made once, not once per ban.
-@functools.lru_cache(maxsize=1024)
-def _banned_in(jails: tuple[str, ...]) -> str:
-    return f"banned in {', '.join(jails)}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _covered(others: tuple[str, ...]) -> str:
-    return f"shared with {hosts_text(others)}; the lease covers this host's ban"
-
-
-@functools.lru_cache(maxsize=1024)
-def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({*a, *b}))
 
 
 def with_networks(plan: Plan, networks: Mapping[IPAddress, tuple[str, str | None]], tag: str) -> Plan:

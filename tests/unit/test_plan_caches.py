@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.core import notes, planner, sanitize
+from reconcile.core import notes, plan_text, sanitize
 from reconcile.core.collector import collector_paused
 from reconcile.core.notes import Lease, Note, NoteKind, make_lease
 
@@ -87,9 +87,10 @@ def test_host_text_cached_by_tuple_is_the_plain_text(hosts: list[str], width: in
 
 @given(a=name_tuples, b=name_tuples)
 def test_planner_reason_and_union_caches(a: tuple[str, ...], b: tuple[str, ...]) -> None:
-    assert planner._union(a, b) == tuple(sorted({*a, *b}))
-    assert planner._banned_in(a) == f"banned in {', '.join(a)}"
-    assert planner._covered(a) == f"shared with {sanitize.hosts_text(a)}; the lease covers this host's ban"
+    assert plan_text.jail_union(a, b) == tuple(sorted({*a, *b}))
+    assert plan_text.banned_in(a) == f"banned in {', '.join(a)}"
+    covered = f"shared with {sanitize.hosts_text(a)}; the lease covers this host's ban"
+    assert plan_text.covered_reason(a) == covered
 
 
 class _Node:
