@@ -58,9 +58,8 @@ def reads(*states: Fail2banState | Exception) -> tuple[Callable[[Config], Fail2b
 def run(
     tmp_path: Path, fake: FakeBackend, read: Callable[[Config], Fail2banState], **options: bool
 ) -> Outcome:
-    return execute(
-        config(tmp_path), Credentials(token="t"), Options(**options), read=read, backend_factory=lambda *_: fake
-    )
+    creds, options_ = Credentials(token="t"), Options(**options)
+    return execute(config(tmp_path), creds, options_, read=read, backend_factory=lambda *_: fake)
 
 
 def test_a_ban_stored_during_the_run_is_added_by_the_same_run(tmp_path: Path) -> None:
