@@ -47,11 +47,17 @@ def catch_up(
     bans, plan, applied = first
     if remaining() <= 0:
         return plan, applied
+    # The first read said what there is to say about fail2ban (time zone, restore): not twice per run.
+    quiet = logging.getLogger("reconcile.fail2ban")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         state = read(config)
     except ReconcileError as exc:
         log.warning("fail2ban could not be read again after applying (%s): new bans wait for a run", exc)
         return plan, applied
+    finally:
+        quiet.setLevel(level)
     again, _ = merge(state.entries)
     seen = {ban.ip for ban in bans}
     if all(ban.ip in seen for ban in again):

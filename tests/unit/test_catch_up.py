@@ -7,9 +7,12 @@ fake backend and a scripted fail2ban (one state per read) stand in for the edges
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from reconcile import config as config_mod
 from reconcile.cloudflare.credentials import Credentials
@@ -120,3 +123,19 @@ def test_a_failed_second_read_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     read, count = reads(state(A), Fail2banError("fail2ban-client timed out"))
     outcome = run(tmp_path, fake, read)
     assert count[0] == 2 and outcome.exit_code == EXIT_OK and set(fake.rules) == {A}
+
+
+def test_the_second_read_repeats_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    said = logging.getLogger("reconcile.fail2ban")
+    states = iter((state(A), state(A, B)))
+
+    def read(_config: Config) -> Fail2banState:
+        said.warning("fail2ban's times are not in this machine's zone")
+        return next(states)
+
+    with caplog.at_level(logging.INFO):
+        outcome = run(tmp_path, FakeBackend(), read)
+    assert outcome.exit_code == EXIT_OK
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("fail2ban's times are not in this machine's zone") == 1
+    assert said.level == logging.NOTSET  # left as it was
