@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from reconcile.catch_up import catch_up
 from reconcile.cloudflare.answers import Quota
 from reconcile.cloudflare.backend import Backend
 from reconcile.cloudflare.credentials import Credentials
@@ -157,7 +158,8 @@ def execute(
         try:
             listings = backend.listings(read_only=options.report)
             now = clock()
-            plan = backend.plan(bans, invalid, listings, policy_of(config, state.jails), now)
+            policy = policy_of(config, state.jails)
+            plan = backend.plan(bans, invalid, listings, policy, now)
             enrichment: Enrichment | None = None
             names: dict[str, str] = {}
             if config.enrich.asn:
@@ -175,6 +177,12 @@ def execute(
             if unsafe:
                 log.warning("--force: %s", "; ".join(unsafe))
             applied = backend.apply(plan)
+            if applied.stopped is None:  # a ban fail2ban stored meanwhile: in this run, not the next
+                first = (bans, plan, applied)
+                plan, applied = catch_up(
+                    config, read, backend, first, listings, policy, clock, pacer.remaining
+                )
+                outcome = replace(outcome, plan=plan)
             # After the writes: a missing WAF rule must not keep the list from being synced (DESIGN §9).
             unenforced = () if applied.stopped is not None else backend.enforcement()
             for problem in unenforced:

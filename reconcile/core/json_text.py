@@ -8,7 +8,8 @@ of a 40,000-row report. Here strings are escaped by the same C function json use
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from json import encoder as _encoder
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
@@ -19,6 +20,46 @@ _NEWLINES = ["\n" + " " * (_INDENT * level) for level in range(32)]
 def dumps(value: Any) -> str:
     """`json.dumps(value, indent=2)` for dicts with str keys, lists, tuples, str, int, float, bool, None."""
     return _text(value, 0)
+
+
+def dumps_with_rows(value: Mapping[str, Any], rows: str) -> str:
+    """`json.dumps(value, indent=2)`, but each item of the list `value[rows]` is one compact line.
+
+    A program reads the same JSON (keys and their order as ever); a person reads one row per line, and the
+    rows go through json's C encoder (a third of the indented writer's time for 40,000 report rows).
+    Compact as `json.dumps(row, separators=(", ", ": "))` writes it, strings ASCII-escaped.
+    """
+    if not isinstance(value.get(rows), list | tuple):
+        return dumps(value)
+    inner, row_line = _newline(1), _newline(2)
+    members = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        if key == rows:
+            text = (
+                "[" + row_line + ("," + row_line).join([_row(row) for row in item]) + inner + "]"
+                if item
+                else "[]"
+            )
+        else:
+            text = _text(item, 1)
+        members.append(_string(key) + ": " + text)
+    return "{" + inner + ("," + inner).join(members) + "\n}"
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json's own C encoder, made once: json.dumps makes one per call, which would cost as much as the row.
+_make: Callable[..., Callable[[Any, int], Sequence[str]]] | None = getattr(_encoder, "c_make_encoder", None)
+_c_row = _make(None, _refuse, _string, None, ": ", ", ", False, False, True) if _make is not None else None
+_py_row = _encoder.JSONEncoder(separators=(", ", ": ")).encode
+
+
+def _row(row: Any) -> str:
+    return "".join(_c_row(row, 0)) if _c_row is not None else _py_row(row)
 
 
 def _newline(level: int) -> str:

@@ -37,8 +37,10 @@ from reconcile.core.notes import (
     format_note,
     format_time,
     host_set,
+    make_lease,
     parse_note,
 )
+from reconcile.core.plan_text import banned_in, covered_reason, jail_union
 from reconcile.core.sanitize import hosts_text
 
 
@@ -88,9 +90,10 @@ def _make_plan(
     desired: dict[str, tuple[Ban, datetime | None]] = {}
     not_desired: dict[str, tuple[Ban, str]] = {}
     skip = classifier(tuple(policy.allowlist), tuple(policy.cloudflare_ranges))
+    max_age = policy.max_rule_age
     for ban in bans:
         value = compressed(ban.ip)
-        end = lease_end(ban, policy.max_rule_age)
+        end = ban.until if max_age is None else lease_end(ban, max_age)
         why = skip(ban.ip)
         if why is Skip.ALLOWLISTED:
             not_desired[value] = (ban, "allowlisted")
@@ -145,15 +148,19 @@ def _plan_scope(
     changes: list[Change] = []
     managed = 0
     # What owner_of depends on -> its Owner: a fleet has a handful, made once each instead of per rule.
-    owners: dict[tuple[str, NoteKind | None, tuple[str, ...]], Owner] = {}
+    # (Its `managed` with it: a property, read once per rule.)
+    owners: dict[tuple[str, NoteKind | None, tuple[str, ...]], tuple[Owner, bool]] = {}
+    tag, jails, tagged_only = policy.tag, policy.jails, policy.tagged_only
     for rule in listing.rules:
-        note = parse_note(rule.notes, policy.tag, jails=policy.jails, tagged_only=policy.tagged_only)
+        note = parse_note(rule.notes, tag, jails=jails, tagged_only=tagged_only)
         key = (rule.mode, None, ()) if note is None else (rule.mode, note.kind, note.hosts)
-        owner = owners.get(key)
-        if owner is None:
-            owner = owners[key] = owner_of(rule, note)
+        known = owners.get(key)
+        if known is None:
+            made = owner_of(rule, note)
+            known = owners[key] = (made, made.managed)
+        owner, ours = known
         listed = _Listed(rule, note, owner)
-        managed += owner.managed
+        managed += ours
         value: str | None = rule.value
         if rule.target not in ("ip", "ip6"):
             value = None
@@ -166,7 +173,7 @@ def _plan_scope(
                 value = ip.compressed
                 addresses.setdefault(value, ip)
         if value is None or value in by_value:
-            if owner.managed:  # a tagged rule we cannot map to one IP: never guessed at
+            if ours:  # a tagged rule we cannot map to one IP: never guessed at
                 changes.append(
                     Change(
                         Action.KEEP,
@@ -272,8 +279,8 @@ def _for_banned(
     me = policy.host_id
     if listed is None:
         base = _Base(value, scope, ban, None, None, ban.jails, ip, None)
-        own = Lease(ban.jails, (me,), ban.since, end)
-        return base.write(Action.ADD, f"banned in {', '.join(ban.jails)}", own, policy)
+        own = make_lease(ban.jails, (me,), ban.since, end)
+        return base.write(Action.ADD, banned_in(ban.jails), own, policy)
     rule, note, owner = listed.rule, listed.note, listed.owner
     base = _Base(value, scope, ban, rule, owner, ban.jails, ip, note.asn if note else None)
     if owner.kind is OwnerKind.ALLOW:
@@ -283,18 +290,18 @@ def _for_banned(
     if owner.kind is OwnerKind.UNKNOWN or note is None:
         return base.keep("tagged note of unknown format: kept as is")
     if note.kind is NoteKind.LEGACY:
-        adopted = Lease(ban.jails, (me,), ban.since, end, note.asn)
+        adopted = make_lease(ban.jails, (me,), ban.since, end, note.asn)
         return base.write(Action.RENEW, "adopting an older script's rule", adopted, policy)
     mode_ok = rule.mode == policy.mode
     if me not in note.hosts:
         if not _lease_live(note, now):
             reason = f"{owner}'s lease ended {_until_text(note.until)}; taken over"
             # optional fields survive a rewrite
-            taken = Lease(ban.jails, (me,), ban.since, end, note.asn, note.cc)
+            taken = make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc)
             return base.write(Action.RENEW, reason, taken, policy, Membership.TAKE_OVER)
         # Join: the rule stays one rule; its lease covers the longest ban of any host.
-        joined = Lease(
-            tuple(sorted({*note.jails, *ban.jails})),
+        joined = make_lease(
+            jail_union(note.jails, ban.jails),
             host_set((*note.hosts, me)),
             min(note.since or ban.since, ban.since),
             _later(note.until, end),
@@ -307,14 +314,14 @@ def _for_banned(
             return base.keep("up to date")
         reason = "lease changed" if mode_ok else f"mode {rule.mode} -> {policy.mode}"
         return base.write(
-            Action.RENEW, reason, Lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
+            Action.RENEW, reason, make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
         )
     others = tuple(h for h in note.hosts if h != me)
     covered = note.until is None or (end is not None and note.until >= end)
     if covered and mode_ok:
-        return base.keep(f"shared with {hosts_text(others)}; the lease covers this host's ban")
-    shared = Lease(
-        tuple(sorted({*note.jails, *ban.jails})),
+        return base.keep(covered_reason(others))
+    shared = make_lease(
+        jail_union(note.jails, ban.jails),
         note.hosts,
         min(note.since or ban.since, ban.since),
         note.until if covered else end,
@@ -364,7 +371,8 @@ def _for_unbanned(
     others = tuple(h for h in note.hosts if h != me)
     if me in note.hosts and others and live:
         # Leave: the others still ban it, so the block stays; this host only takes its name off.
-        left = Lease(note.jails, others, note.since or rule.created_on or now, note.until, note.asn, note.cc)
+        since = note.since or rule.created_on or now
+        left = make_lease(note.jails, others, since, note.until, note.asn, note.cc)
         verb = "bans" if len(others) == 1 else "ban"
         return base.write(
             Action.RENEW,

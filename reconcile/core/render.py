@@ -69,11 +69,14 @@ def age(since: datetime | None, now: datetime) -> str:
     return f"{seconds}s"
 
 
-@functools.lru_cache(maxsize=4096)
 def _when(moment: datetime | None, permanent: bool = False) -> str:
     if moment is None:
         return "permanent" if permanent else "-"
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+    if moment.year < 1000:  # strftime's %Y does not pad these on every platform: as it writes them
+        return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+    # The fields %-formatted: a third of strftime's time, twice per row of a 40,000-row report.
+    fields = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    return "%04d-%02d-%02d %02d:%02d:%02dZ" % fields  # noqa: UP031
 
 
 def _rule_cell(rule: Rule | None, owner: Owner | None, now: datetime) -> str:
@@ -122,7 +125,8 @@ def _counts_block(plan: Plan) -> str:
         ]
     jails = Counter(j for c in plan.changes if c.ban is not None or c.action is Action.SKIP for j in c.jails)
     if jails:
-        lines.append("jails: " + ", ".join(f"{jail} {n}" for jail, n in sorted(jails.items())))
+        # fail2ban's jail names, escaped as the rows' are (DESIGN §12).
+        lines.append("jails: " + ", ".join(f"{escape_line(jail)} {n}" for jail, n in sorted(jails.items())))
     return "\n".join(lines)
 
 
@@ -165,7 +169,8 @@ def table(
         if several:
             row.append(change.scope.id[:8] if change.scope else "-")
         # Cells carry other writers' text (host and jail names, reasons, AS names): escaped here (DESIGN §12).
-        rows.append([escape_line(cell) for cell in row])
+        # isprintable() is False for every character escape_line rewrites: the plain cells skip its regex.
+        rows.append([cell if cell.isprintable() else escape_line(cell) for cell in row])
     if not plan.changes:
         return "No bans in fail2ban and no managed rules at Cloudflare: nothing to do."
     parts = [_counts_block(plan)]
@@ -197,12 +202,17 @@ def to_json(
     outcomes = _by_change(applied)
     names = names or {}
     items: list[dict[str, Any]] = []
+    # A plan has a scope or two: each one's text made once, not once per row (a fifth of the rows' time).
+    last_scope: Scope | None = None
+    scope_text: str | None = None
     for change in _sorted(plan.changes):
         if not selection.shows(change):
             continue
+        if change.scope is not last_scope:
+            last_scope, scope_text = change.scope, str(change.scope) if change.scope else None
         item: dict[str, Any] = {
             "ip": change.value,
-            "scope": str(change.scope) if change.scope else None,
+            "scope": scope_text,
             "action": str(change.action),
             "reason": change.reason,
             "jails": list(change.jails),
@@ -248,7 +258,7 @@ def to_json(
         "seconds": round(stats.seconds, 3),
         "changes": items,
     }
-    return json_text.dumps(document)
+    return json_text.dumps_with_rows(document, "changes")
 
 
 def summary_without_plan(stats: Stats) -> str:

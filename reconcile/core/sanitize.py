@@ -9,6 +9,7 @@ escapes it already.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -39,6 +40,18 @@ def escape_line(text: str) -> str:
 def hosts_text(hosts: Sequence[str], width: int = HOSTS_SHOWN) -> str:
     """A host set for a line: `web1,web2` whole when short, else `web1,web2,… +2,998` (first hosts that fit
     in `width` characters, then how many more). Names are escaped."""
+    if type(hosts) is tuple:
+        # A fleet has a handful of host sets and the planner names one in a reason per shared rule.
+        return _hosts_text(hosts, width)
+    return _hosts_text_of(hosts, width)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hosts_text(hosts: tuple[str, ...], width: int) -> str:
+    return _hosts_text_of(hosts, width)
+
+
+def _hosts_text_of(hosts: Sequence[str], width: int) -> str:
     names = [escape_line(h) for h in hosts]
     whole = ",".join(names)
     if len(whole) <= width:

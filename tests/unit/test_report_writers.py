@@ -22,6 +22,7 @@ from reconcile.core.merge import address_of
 from reconcile.core.model import Ban, Rule, Scope, ScopeKind
 from reconcile.core.notes import Lease
 from reconcile.core.planner import compressed
+from reconcile.core.sanitize import escape_line
 from reconcile.core.table import display_width, simple
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -153,17 +154,67 @@ def test_json_text_is_json_dumps_indented(value: Any) -> None:
     assert json_text.dumps(value) == json.dumps(value, indent=2)
 
 
+def _slow_rows(value: dict[str, Any], rows: str) -> str:
+    """dumps_with_rows by its definition: json.dumps(indent=2), each row json.dumps(row) on a line."""
+    marks = [f"\x00row {i}\x00" for i in range(len(value[rows]))]
+    text = json.dumps({**value, rows: marks}, indent=2)
+    for mark, row in zip(marks, value[rows], strict=True):
+        text = text.replace(json.dumps(mark), json.dumps(row, separators=(", ", ": ")), 1)
+    return text
+
+
+@settings(max_examples=300)
+@given(
+    top=st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
+    rows=st.lists(st.dictionaries(st.text(max_size=6), _JSON, max_size=5), max_size=4),
+)
+def test_json_rows_one_line_each_are_json_dumps_indented_with_compact_rows(
+    top: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
+    value = {**top, "changes": rows}
+    text = json_text.dumps_with_rows(value, "changes")
+    assert text == _slow_rows(value, "changes")
+    if rows:
+        assert len(text.splitlines()) == len(
+            json.dumps({**top, "changes": [0] * len(rows)}, indent=2).splitlines()
+        )
+
+
 def test_the_report_json_is_what_json_dumps_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = _plan()
     plan = dataclasses.replace(
         plan, changes=(*plan.changes, Change(Action.SKIP, "\x1b[31m\u202e\ud800", "x"))
     )
     ours = render.to_json(plan, NOW, render.Stats(3, 1.25), unsafe=["too many"], host_id="web1", names=NAMES)
-    monkeypatch.setattr(json_text, "dumps", lambda value: json.dumps(value, indent=2))
+    monkeypatch.setattr(json_text, "dumps_with_rows", _slow_rows)
     assert ours == render.to_json(
         plan, NOW, render.Stats(3, 1.25), unsafe=["too many"], host_id="web1", names=NAMES
     )
-    assert len(json.loads(ours)["changes"]) == len(plan.changes)
+    document = json.loads(ours)
+    assert len(document["changes"]) == len(plan.changes)
+    # The contract programs read: the keys and their order (a row per line is for the person).
+    assert list(document) == [
+        "generated_at", "host_id", "counts", "counts_by_scope", "top_networks", "incomplete_scopes",
+        "unsafe", "api_requests", "seconds", "changes",
+    ]  # fmt: skip
+    assert list(document["changes"][0]) == [
+        "ip", "scope", "action", "reason", "jails", "banned_since", "ban_ends", "rule", "hosts", "notes",
+        "asn", "as_name",
+    ]  # fmt: skip
+    lines = ours.splitlines()
+    assert sum(1 for line in lines if line.startswith('    {"ip": ')) == len(plan.changes)
+
+
+def test_report_cells_skip_the_escape_only_when_it_changes_nothing() -> None:
+    for code in range(0x110000):
+        char = chr(code)
+        if escape_line(char) != char:
+            assert not char.isprintable(), hex(code)
+
+
+@given(moment=st.datetimes(timezones=st.just(UTC)))
+def test_table_times_are_strftimes(moment: datetime) -> None:
+    assert render._when(moment) == moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def test_json_text_refuses_what_json_refuses() -> None:
@@ -220,3 +271,16 @@ def _reference(value: str) -> Any:
 )  # fmt: skip
 def test_the_fast_ipv4_parse_accepts_exactly_what_ipaddress_accepts(value: str) -> None:
     assert address_of(value) == _reference(value)
+
+
+def test_table_cells_with_control_and_bidi_characters_are_escaped() -> None:
+    plan = dataclasses.replace(
+        _plan(),
+        changes=(
+            *_plan().changes,
+            Change(Action.SKIP, "\x1b[2Jx\u202e", "not a single IP address", jails=("ss\x9bh\td",)),
+        ),
+    )
+    text = render.table(plan, NOW)
+    assert "\\x1b[2Jx\\u202e" in text and "ss\\x9bh\\x09d" in text
+    assert not any(ch in text for ch in "\x1b\x9b\u202e\t")
