@@ -2,9 +2,9 @@
 
 The stub action starts a run at once (the kick). A ban fail2ban stores after the run read it used to wait
 for the timer (up to 2 minutes): a kick that arrives while the run is active is merged into it by systemd
-(the oneshot is already running), so no second run follows. After applying, the run therefore reads
-fail2ban once more (the same reads) and, when that finds addresses the first read did not, plans again
-and sends only the adds for them.
+(the oneshot is already running), so no second run follows. After applying, a run that wrote anything
+therefore reads fail2ban once more (the same reads) and, when that finds addresses the first read did
+not, plans again and sends only the adds for them.
 
 Adds only, and only for values the run's plan did not touch: the listing is the one read before this
 run's writes, so renewals, joins and expiries planned from it could undo what was just written, and a
@@ -45,7 +45,9 @@ def catch_up(
     the re-read fails (the next run picks the bans up) or when the run's time is up.
     """
     bans, plan, applied = first
-    if remaining() <= 0:
+    # Only a run that wrote (a burst is under way, and its kicks were merged into this run) reads again:
+    # a run with nothing to write ends within seconds of its read, and the next kick or tick starts anew.
+    if not applied.outcomes or remaining() <= 0:
         return plan, applied
     # The first read said what there is to say about fail2ban (time zone, restore): not twice per run.
     quiet = logging.getLogger("reconcile.fail2ban")

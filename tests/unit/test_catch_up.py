@@ -118,6 +118,18 @@ def test_read_only_refused_and_stopped_runs_read_fail2ban_once(tmp_path: Path) -
     assert stopped.exit_code == EXIT_PARTIAL and count[0] == 1 and C not in fake.rules
 
 
+def test_a_run_that_wrote_nothing_reads_fail2ban_once(tmp_path: Path) -> None:
+    # Steady state: A's rule is in step; B arrives after the read. The run writes nothing, so it does not
+    # pay for a second read (three fail2ban-client start-ups); B waits for the next kick or tick.
+    fake = FakeBackend()
+    read, _ = reads(state(A), state(A))
+    assert run(tmp_path, fake, read).exit_code == EXIT_OK and set(fake.rules) == {A}
+    read, count = reads(state(A), state(A, B))
+    outcome = run(tmp_path, fake, read)
+    assert outcome.exit_code == EXIT_OK and outcome.applied is not None and outcome.applied.outcomes == ()
+    assert count[0] == 1 and set(fake.rules) == {A}
+
+
 def test_a_failed_second_read_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     fake = FakeBackend()
     read, count = reads(state(A), Fail2banError("fail2ban-client timed out"))
