@@ -75,9 +75,9 @@ def test_a_run_during_the_restore_waits_for_it_and_deletes_nothing(harness: Harn
     control = config.parent / "restore.json"
     # It waited for the bans, not for the 10 s limit: sshd re-read until the wrapper stopped hiding, then
     # no more (counted, not timed: a loaded machine makes every call slow).
-    # (and once more each by the run's second read after applying, reconcile/catch_up.py)
-    assert listings(control) == 5
-    assert listings(control, "recidive") == 2  # a jail with nothing missing is read once per read
+    # (a run that writes nothing reads fail2ban once: no second read, reconcile/catch_up.py)
+    assert listings(control) == 4
+    assert listings(control, "recidive") == 1  # a jail with nothing missing is read once
 
     # the restore has finished (the wrapper hides nothing any more): still nothing to delete
     after = harness.run(config=config)
@@ -118,7 +118,7 @@ def quick_run(h: Harness, hidden: list[str] | None = None) -> str:
     assert run.returncode == 0, run.stderr
     assert "fail2ban is restoring" not in run.stderr
     seen = json.loads((config.parent / "restore.json").read_text())["seen"]
-    # Each jail once by the run's read and once by its second read after applying (catch_up.py).
+    # Each jail once by the run's read and once by its second read after writing (catch_up.py).
     assert seen and set(seen.values()) == {2}, f"a jail was re-read: {seen}"
     return run.stderr
 
