@@ -140,6 +140,14 @@ def _fraction(value: float) -> float:
     return value
 
 
+def _reserve(value: float) -> float:
+    # 0 lets a run spend the quota to its last request (the next caller, a person too, meets a 429);
+    # above a half a run can hardly write.
+    if not 0 < value <= 0.5:
+        raise ValueError("must be above 0 and at most 0.5")
+    return value
+
+
 @dataclass(frozen=True)
 class Fail2banSection:
     command: tuple[str, ...] = key(
@@ -210,8 +218,8 @@ class CloudflareSection:
     )
     quota_reserve: float = key(
         0.1,
-        doc="share of the account's API quota a run never spends (more while others spend), 0 to 1",
-        check=_fraction,
+        doc="share of the account's API quota a run never spends (more while others spend), 0 < x <= 0.5",
+        check=_reserve,
     )
     timeout: float = key(30.0, doc="seconds per HTTP request", positive=True, max=MAX_TIMEOUT, unit="seconds")
     retries: int = key(3, doc="retries of 5xx, timeouts, resets", max=10, unit="retries")

@@ -154,7 +154,9 @@ class Pacer:
         to the request, and the jitter of its pace or of our estimate ran it into 429s (1 e2e run in 3);
         the share stays a margin for whoever else comes (a person in the dashboard)."""
         limit = self.limit() or 0
-        return self.quota_reserve * limit + self.others_rate() * self.reset_in(now)
+        wanted = self.quota_reserve * limit + self.others_rate() * self.reset_in(now)
+        # A rate guessed from a few milliseconds can be absurd; the whole quota is the most to keep.
+        return min(wanted, limit) if limit else wanted
 
     def left(self, now: float) -> float:
         """What is left of the quota now, as best known: the last `r`, less what this run and the others

@@ -16,8 +16,10 @@ _ZONE_RULES = re.compile(r"/zones/[^/]+/firewall/access_rules/")
 _ACCOUNT_RULES = re.compile(r"/accounts/[^/]+/firewall/access_rules/")
 _LISTS = re.compile(r"/accounts/[^/]+/rules/lists")
 _RULESETS = re.compile(r"/zones/[^/]+/rulesets")
-# How a CloudflareError names its request: "GET /zones/…?page=1 -> HTTP 403".
-_REFUSED = re.compile(r"\b(GET|POST|PATCH|PUT|DELETE) (/\S+) -> HTTP 403\b")
+# How a CloudflareError begins, naming its request: "GET /zones/…?page=1 -> HTTP 403: …". Matched only at
+# the start: what follows is Cloudflare's message, which may quote another writer's text.
+_REFUSED = re.compile(r"(GET|POST|PATCH|PUT|DELETE) (/\S+) -> HTTP 403\b")
+_DENIED = re.compile(r"(GET|POST|PATCH|PUT|DELETE) /\S+ -> HTTP 40[13]\b")
 
 
 def needed(method: str, path: str) -> str | None:
@@ -38,7 +40,7 @@ def needed(method: str, path: str) -> str | None:
 
 def refused(error: str) -> str | None:
     """The permission a 403 named in an error's text lacks (the request's own), else None."""
-    found = _REFUSED.search(error)
+    found = _REFUSED.match(error)
     return None if found is None else needed(found[1], found[2])
 
 
@@ -46,5 +48,7 @@ def hint(error: str) -> str:
     """What to do about an unreadable resource: add the missing permission, when a 403 says which."""
     permission = refused(error)
     if permission is None:
-        return "see the error; the token may lack a permission (README, 'Cloudflare API token')"
+        if _DENIED.match(error):
+            return "see the error; the token may lack a permission (README, 'Cloudflare API token')"
+        return "see the error"  # a time limit, the quota, a 5xx: nothing about permissions
     return f"the token lacks {permission}: add it to the token (README, 'Cloudflare API token')"

@@ -191,8 +191,14 @@ def _cloudflare(creds: Credentials, client: Client, backend: Backend, now: datet
 
 def _backend_checks(backend: Backend) -> list[Check]:
     """What the backend finds, in order: each scope's rules, or the list, then each zone's WAF rule."""
-    checks = [_found(found) for found in backend.existing()]
-    return checks + [_waf(status) for status in backend.enforcement_status()]
+    try:
+        checks = [_found(found) for found in backend.existing()]
+    except ReconcileError as exc:
+        return [_unreadable("Cloudflare rules", str(exc))]
+    try:
+        return checks + [_waf(status) for status in backend.enforcement_status()]
+    except ReconcileError as exc:  # the budget, the time limit or the quota stopped it: a line, not the end
+        return [*checks, _unreadable("WAF rule", str(exc))]
 
 
 def _attempt(name: str, check: Callable[[], Check]) -> Check:
@@ -287,12 +293,23 @@ def _list(listed: ListFound) -> Check:
     return Check(Status.OK, "IP list", found)
 
 
+_UNREAD = "WAF custom rules not readable: "  # waf.enforce: f"zone {zone}: {_UNREAD}{error}"
+
+
+def _unread(problem: str) -> str | None:
+    """The error of waf.enforce's own "not readable" sentence, else None (the zone id is the config's)."""
+    _, _, rest = problem.partition(": ")
+    return rest.removeprefix(_UNREAD) if rest.startswith(_UNREAD) else None
+
+
 def _waf(status: ZoneEnforcement) -> Check:
     if status.problems:
         todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
-        refused = [p for p in status.problems if permissions.refused(p)]
-        if refused:
-            todo = permissions.hint(refused[0])
+        # Only this product's own "not readable" sentence names a request; a rule's description or
+        # expression quoted in the other sentences is another writer's text and never picks the hint.
+        unread = [rest for p in status.problems if (rest := _unread(p)) is not None]
+        if unread:
+            todo = permissions.hint(unread[0])
         return Check(Status.FAIL, "WAF rule", "; ".join(status.problems), todo)
     rule = f"(ip.src in ${status.list_name}), action {status.mode}"
     return Check(Status.OK, "WAF rule", f"zone {status.zone} enforces the list: {rule}")

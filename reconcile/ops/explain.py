@@ -119,15 +119,33 @@ def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
 
 
 def text(found: Explanation) -> str:
+    # What was not read is not "nothing": a side that could not be read is said to be unread, not empty,
+    # and without both sides there is no next run to tell.
+    f2b_read = not any(p.startswith("fail2ban:") for p in found.problems)
+    cf_read = not any(p.startswith("Cloudflare:") for p in found.problems)
     lines = [f"{found.ip}"] + ([f"  {found.read_as}"] if found.read_as else [])
     if found.entries:
         lines.append("  banned by fail2ban:")
         for e in found.entries:
             until = format_time(e.end) if e.end else "permanent"
             lines.append(f"    jail {e.jail}: since {format_time(e.start)}, until {until}")
-    else:
+    elif f2b_read:
         lines.append("  not banned by fail2ban in any jail")
     lines += [f"  {s}" for s in found.status]
+    if not found.rules and cf_read:
+        lines.append("  no Cloudflare rule covers it")
+    for c in found.rules:
+        lease = f", lease until {c.until}" if c.until else ""
+        lines.append(f"  rule {c.rule.id} in {c.rule.scope}: mode {c.rule.mode}, owner {c.owner}{lease}")
+        lines.append(f"    notes: {c.rule.notes!r}")
+    if not found.problems:
+        lines.append("  next run:")
+        for change in found.changes:
+            lines.append(f"    {change.action} in {change.scope or '-'}: {change.reason}")
+        if not found.changes:
+            lines.append("    nothing: not banned here, and no rule this host manages covers it")
+    lines += [f"  could not read {p}" for p in found.problems]
+    return "\n".join(lines)
     if not found.rules:
         lines.append("  no Cloudflare rule covers it")
     for c in found.rules:
@@ -139,7 +157,6 @@ def text(found: Explanation) -> str:
         lines.append(f"    {change.action} in {change.scope or '-'}: {change.reason}")
     if not found.changes:
         lines.append("    nothing: not banned here, and no rule this host manages covers it")
-    lines += [f"  could not read {p}" for p in found.problems]
     return "\n".join(lines)
 
 

@@ -291,6 +291,12 @@ def test_check_renders_the_backends_findings_with_their_names_and_texts() -> Non
             ScopeFound(Scope(ScopeKind.ACCOUNT, ACCOUNT), None, "GET /y -> HTTP 500: no"),
             check.Status.FAIL,
             "GET /y -> HTTP 500: no",
+            "see the error",  # a 5xx says nothing about the token's permissions
+        ),
+        (
+            ScopeFound(Scope(ScopeKind.ACCOUNT, ACCOUNT), None, "GET /y -> HTTP 401: no"),
+            check.Status.FAIL,
+            "GET /y -> HTTP 401: no",
             "see the error; the token may lack a permission (README, 'Cloudflare API token')",
         ),
     ],
