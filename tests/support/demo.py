@@ -3,7 +3,8 @@
 Starts them on this machine (fail2ban in /tmp/f2b-*, the emulator and a bulk-whois server on 127.0.0.1),
 bans a handful of addresses, then runs the real `reconcile` command: --check, --report, a run, --report
 again, a run after an unban; then a second server (web2, with ASN enrichment) joins a rule the first one
-holds, the first leaves it, and --explain tells the story. Everything is stopped and removed at the end.
+holds, the first leaves it, and --explain tells the story; another writer's escape codes are shown as
+text. Everything is stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def main() -> int:
         reconcile(config)
         step("7. Why is 91.240.118.172 blocked? (changes nothing)")
         reconcile(web2, "--explain", "91.240.118.172")
+
+        step("8. Another writer's note with escape codes: printed as text, never obeyed (changes nothing)")
+        cf.add_rule("zone", ZONE_ID, "ip", "45.67.89.10", notes="ops \x1b[2J\x1b[31mRED\x1b[0m \u202eevil")
+        reconcile(config, "--explain", "45.67.89.10")
 
         step("Cloudflare after")
         for rule in cf.rules("zone", ZONE_ID):
