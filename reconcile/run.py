@@ -96,7 +96,7 @@ def warn_misconfiguration(bans: Sequence[Ban]) -> None:
 
 def enrich(
     config: Config, plan: Plan, now: datetime, pacer: Pacer, *, read_only: bool = False
-) -> tuple[Plan, Enrichment, dict[str, str]]:
+) -> tuple[Plan, Enrichment, Mapping[str, str]]:
     """The plan with the origin AS of every address about to be written, looked up in bulk (DESIGN §10).
 
     Bounded by [enrich] timeout and what is left of the run's time limit; a failed lookup only means
@@ -116,8 +116,7 @@ def enrich(
     if found.warning:
         log.warning("%s", found.warning)
     known = {ip: (info.asn, info.cc) for ip, info in found.infos.items() if info.asn is not None}
-    names = dict(found.names)
-    return with_networks(plan, known, config.cloudflare.tag), found, names
+    return with_networks(plan, known, config.cloudflare.tag), found, found.names
 
 
 def execute(
@@ -161,7 +160,7 @@ def execute(
             policy = policy_of(config, state.jails)
             plan = backend.plan(bans, invalid, listings, policy, now)
             enrichment: Enrichment | None = None
-            names: dict[str, str] = {}
+            names: Mapping[str, str] = {}
             if config.enrich.asn:
                 plan, enrichment, names = enrich(config, plan, now, pacer, read_only=options.report)
             for change in plan.changes:

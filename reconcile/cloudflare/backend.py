@@ -53,6 +53,7 @@ class ZoneEnforcement:
     list_name: str
     mode: str
     problems: tuple[str, ...]
+    error: str = ""  # the ruleset's read failed: the request's own error (a 403 names a permission)
 
 
 class Backend(Protocol):

@@ -155,17 +155,12 @@ class ListBackend:
         config = self.config
         if config.cloudflare.waf_rule == "off":
             return ()
-        return tuple(
-            ZoneEnforcement(
-                zone,
-                config.cloudflare.list_name,
-                config.cloudflare.mode,
-                waf.enforce(
-                    self.transport, (zone,), config.cloudflare.list_name, config.cloudflare.mode, "check"
-                ),
-            )
-            for zone in config.cloudflare.zone_ids
-        )
+        name, mode = config.cloudflare.list_name, config.cloudflare.mode
+        found = []
+        for zone in config.cloudflare.zone_ids:
+            problem, error = waf.zone_status(self.transport, zone, name, mode, "check")
+            found.append(ZoneEnforcement(zone, name, mode, (problem,) if problem else (), error))
+        return tuple(found)
 
     def _existing(self) -> RuleListing | None:
         """The list's items as listings() reads them, or None without the list; creates nothing."""

@@ -153,15 +153,16 @@ def enforce(
     transport: Transport, zones: Sequence[str], list_name: str, mode: str, how: str
 ) -> tuple[str, ...]:
     """One sentence per zone whose WAF does not enforce the list (after `create` did what it may)."""
-    problems = []
-    for zone in zones:
-        try:
-            problem = _zone(transport, zone, list_name, mode, how)
-        except CloudflareError as exc:
-            problem = f"zone {zone}: WAF custom rules not readable: {exc}"
-        if problem:
-            problems.append(problem)
-    return tuple(problems)
+    return tuple(p for zone in zones if (p := zone_status(transport, zone, list_name, mode, how)[0]))
+
+
+def zone_status(transport: Transport, zone: str, list_name: str, mode: str, how: str) -> tuple[str, str]:
+    """(why the zone does not enforce the list, "" when it does; the failed request's error, "" when the
+    ruleset was read). The error is kept apart so that a hint is read from it, never from rule text."""
+    try:
+        return _zone(transport, zone, list_name, mode, how), ""
+    except CloudflareError as exc:
+        return f"zone {zone}: WAF custom rules not readable: {exc}", str(exc)
 
 
 def _zone(transport: Transport, zone: str, list_name: str, mode: str, how: str) -> str:

@@ -139,6 +139,6 @@ def enrich(
         warning=warning,
         seconds=seconds,
         names=MappingProxyType(
-            {i.asn: i.name for i in (*(e.info for e in cache.values()), *infos.values()) if i.asn and i.name}
+            {e.info.asn: e.info.name for e in cache.values() if e.info.asn and e.info.name}
         ),
     )

@@ -293,23 +293,11 @@ def _list(listed: ListFound) -> Check:
     return Check(Status.OK, "IP list", found)
 
 
-_UNREAD = "WAF custom rules not readable: "  # waf.enforce: f"zone {zone}: {_UNREAD}{error}"
-
-
-def _unread(problem: str) -> str | None:
-    """The error of waf.enforce's own "not readable" sentence, else None (the zone id is the config's)."""
-    _, _, rest = problem.partition(": ")
-    return rest.removeprefix(_UNREAD) if rest.startswith(_UNREAD) else None
-
-
 def _waf(status: ZoneEnforcement) -> Check:
     if status.problems:
         todo = 'add that rule, or set [cloudflare] waf_rule = "create"'
-        # Only this product's own "not readable" sentence names a request; a rule's description or
-        # expression quoted in the other sentences is another writer's text and never picks the hint.
-        unread = [rest for p in status.problems if (rest := _unread(p)) is not None]
-        if unread:
-            todo = permissions.hint(unread[0])
+        if status.error:  # the hint comes from the failed request, never from rule text in a problem
+            todo = permissions.hint(status.error)
         return Check(Status.FAIL, "WAF rule", "; ".join(status.problems), todo)
     rule = f"(ip.src in ${status.list_name}), action {status.mode}"
     return Check(Status.OK, "WAF rule", f"zone {status.zone} enforces the list: {rule}")

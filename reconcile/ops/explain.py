@@ -18,7 +18,7 @@ from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.addresses import is_allowlisted, is_built_in_allowlisted
 from reconcile.core.changes import Change, Owner
-from reconcile.core.merge import merge
+from reconcile.core.merge import address_of, merge
 from reconcile.core.model import BanEntry, IPAddress, Rule, RuleListing, ScopeKind
 from reconcile.core.notes import format_time, parse_note
 from reconcile.core.planner import owner_of
@@ -98,8 +98,7 @@ def explain(config: Config, creds: Credentials, ip: IPAddress, now: datetime) ->
 
 def _is(value: str, ip: IPAddress) -> bool:
     """fail2ban's raw entry names `ip` (as the run reads it: IPv6 compressed, mapped IPv4 unwrapped)."""
-    bans, _ = merge([BanEntry("-", value, datetime.now(UTC), None)])
-    return bool(bans) and bans[0].ip == ip
+    return address_of(value) == ip
 
 
 def _status(ip: IPAddress, config: Config) -> tuple[str, ...]:
@@ -145,18 +144,6 @@ def text(found: Explanation) -> str:
         if not found.changes:
             lines.append("    nothing: not banned here, and no rule this host manages covers it")
     lines += [f"  could not read {p}" for p in found.problems]
-    return "\n".join(lines)
-    if not found.rules:
-        lines.append("  no Cloudflare rule covers it")
-    for c in found.rules:
-        lease = f", lease until {c.until}" if c.until else ""
-        lines.append(f"  rule {c.rule.id} in {c.rule.scope}: mode {c.rule.mode}, owner {c.owner}{lease}")
-        lines.append(f"    notes: {c.rule.notes!r}")
-    lines.append("  next run:")
-    for change in found.changes:
-        lines.append(f"    {change.action} in {change.scope or '-'}: {change.reason}")
-    if not found.changes:
-        lines.append("    nothing: not banned here, and no rule this host manages covers it")
     return "\n".join(lines)
 
 

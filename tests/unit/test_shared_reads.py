@@ -50,7 +50,7 @@ def test_another_writers_text_never_picks_the_permission_hint() -> None:
 def test_a_refused_ruleset_read_names_zone_waf() -> None:
     error = f"GET /zones/{ZONE}/rulesets/phases/http_request_firewall_custom/entrypoint -> HTTP 403: no"
     problem = f"zone {ZONE}: WAF custom rules not readable: {error}"
-    rendered = check._waf(ZoneEnforcement(ZONE, "fail2ban", "block", (problem,)))
+    rendered = check._waf(ZoneEnforcement(ZONE, "fail2ban", "block", (problem,), error))
     assert f"the token lacks {permissions.ZONE_WAF}{permissions.SEP}Read" in rendered.todo
 
 
@@ -63,7 +63,7 @@ def test_a_refused_ruleset_read_names_zone_waf() -> None:
 )
 def test_an_unread_ruleset_that_was_not_refused_says_see_the_error(error: str, todo: str) -> None:
     problem = f"zone {ZONE}: WAF custom rules not readable: {error}"
-    rendered = check._waf(ZoneEnforcement(ZONE, "fail2ban", "block", (problem,)))
+    rendered = check._waf(ZoneEnforcement(ZONE, "fail2ban", "block", (problem,), error))
     assert rendered.todo == todo
 
 
