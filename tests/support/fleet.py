@@ -16,9 +16,9 @@ import heapq
 import ipaddress
 import itertools
 import json
+import math
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,25 +107,29 @@ class SimTime:
 
 @dataclass
 class Quota:
-    """Cloudflare's per-user limit: `limit` requests in any `window` seconds, told in `Ratelimit` headers."""
+    """Cloudflare's per-user limit as the emulator (tests/support/cf_emulator.py) and Cloudflare's
+    documentation state it: `limit` requests per fixed `window` ("the time next window resets"), told in
+    `Ratelimit` headers. Every request counts, refused ones too; over the limit, the rest of the window
+    answers 429."""
 
     limit: int = 1200
     window: float = 300.0
-    recent: deque[float] = field(default_factory=deque)
+    index: int = -1
+    count: int = 0
 
     def admit(self, now: float) -> tuple[bool, dict[str, str]]:
-        while self.recent and self.recent[0] <= now - self.window:
-            self.recent.popleft()
-        allowed = len(self.recent) < self.limit
-        if allowed:
-            self.recent.append(now)
-        reset = max(1, round(self.recent[0] + self.window - now)) if self.recent else 0
+        index = int(now // self.window)
+        if index != self.index:
+            self.index, self.count = index, 0
+        self.count += 1
+        allowed = self.count <= self.limit
+        reset = max(0, math.ceil((index + 1) * self.window - now))
         headers: dict[str, str] = {
-            "Ratelimit": f'"default";r={self.limit - len(self.recent)};t={reset}',
+            "Ratelimit": f'"default";r={max(0, self.limit - self.count)};t={reset}',
             "Ratelimit-Policy": f'"default";q={self.limit};w={round(self.window)}',
         }
         if not allowed:
-            headers["Retry-After"] = str(reset)
+            headers["Retry-After"] = str(max(1, reset))
         return allowed, headers
 
 

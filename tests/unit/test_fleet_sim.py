@@ -22,12 +22,17 @@ def test_sim_time_interleaves_sleepers_by_wake_up_time() -> None:
     assert seen == [(1.0, "a"), (2.0, "b"), (4.0, "b"), (6.0, "a"), (6.0, "b")]
 
 
-def test_quota_counts_any_window_and_says_so_in_headers() -> None:
+def test_quota_counts_fixed_windows_and_says_so_in_headers() -> None:
     quota = Quota(limit=2, window=10.0)
-    assert quota.admit(0.0)[0] and quota.admit(1.0)[0]
-    allowed, headers = quota.admit(2.0)
-    assert not allowed and headers["Retry-After"] == "8" and headers["Ratelimit"] == '"default";r=0;t=8'
-    assert quota.admit(10.5)[0]  # the first request left the window
+    allowed, headers = quota.admit(0.0)
+    assert allowed and headers["Ratelimit"] == '"default";r=1;t=10'
+    assert headers["Ratelimit-Policy"] == '"default";q=2;w=10'
+    assert quota.admit(9.0)[0]
+    allowed, headers = quota.admit(9.5)
+    assert not allowed and headers["Retry-After"] == "1" and headers["Ratelimit"] == '"default";r=0;t=1'
+    # The next window gives the whole quota back (as Cloudflare's `t` says: when the next window resets),
+    # where a sliding log would give back one request at a time.
+    assert [quota.admit(10.0 + i)[0] for i in range(3)] == [True, True, False]
 
 
 def test_a_small_fleet_gets_every_new_ban_to_the_edge_within_a_timer_period(tmp_path: Path) -> None:

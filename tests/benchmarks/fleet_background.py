@@ -1,0 +1,55 @@
+"""The fleet simulation (figure 9) in the background of the whole `make bench`.
+
+The simulation costs only CPU (about 15 CPU-minutes for the five sizes), and it cannot be split: one size is
+one simulated account, run one host at a time. The other benchmarks leave most of the machine's two cores
+idle while they wait on the emulator's latency, the pacing and fail2ban, so the sizes start in two child
+processes when the session starts, at idle priority (SCHED_IDLE: they get a core only when nothing else
+wants it), and test_fleet, the session's last test, collects them. Their figures are in simulated time, so
+the priority changes when they finish, never what they measure.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from tests.support.fleet_scenario import Figures, Scenario, simulate
+
+SIZES = tuple(int(n) for n in os.environ.get("FLEET_HOSTS", "1,10,20,50,100").split(","))
+
+_running: dict[int, Future[Figures]] = {}
+_pool: ProcessPoolExecutor | None = None
+
+
+def _idle_priority() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or refused: the lowest nice value does nearly as well
+        os.nice(19)
+
+
+def _one(hosts: int) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
+        return simulate(Scenario(hosts=hosts), Path(tmp))
+
+
+def start() -> None:
+    """Start every size, the largest first (it alone takes the longest); at most once per session."""
+    global _pool
+    if _pool is not None:
+        return
+    _pool = ProcessPoolExecutor(max_workers=2, initializer=_idle_priority)
+    for hosts in sorted(SIZES, reverse=True):
+        _running[hosts] = _pool.submit(_one, hosts)
+
+
+def results() -> dict[int, Figures]:
+    """Every size's figures, waiting for those still running."""
+    start()
+    assert _pool is not None
+    try:
+        return {hosts: _running[hosts].result() for hosts in sorted(SIZES)}
+    finally:
+        _pool.shutdown(cancel_futures=True)
