@@ -9,7 +9,8 @@ and list pages included, first asks the run's Pacer, which:
   burst of up to BURST requests goes at once (a token bucket refilled at that rate), so a kicked run's
   listing does not crawl. Without quota headers it spaces strictly, as before they were read;
 - never lets the quota's remaining `r` fall below the reserve: `quota_reserve` of `q`, plus what the others
-  of the account will spend until the reset (their observed rate times `t`). At the reserve
+  of the account will spend until the reset (their observed rate, never above the window's own pace so
+  far, times `t`). At the reserve
   it waits for the reset if that comes within the run's time limit, else stops the run (QuotaSpent, exit 4).
 
 No HTTP and no hidden clock here: `clock` and `sleep` are passed in (a fleet simulation drives simulated
@@ -38,6 +39,8 @@ BURST_SECONDS = 6.0
 # "Plentiful": the headroom above the reserve holds this many whole bursts.
 PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
+# The shortest stretch of a window over which its pace counts as a rate (see Pacer.others_rate).
+RATE_SPAN = 30.0
 
 
 class QuotaSpent(BudgetExhausted):
@@ -99,6 +102,7 @@ class Pacer:
         # What the others of the account spent between two of our answers in one window, and over how long.
         self.others_spent = 0
         self._others_span = 0.0
+        self._window_ours = 0  # our requests counted before the current window began
         self.waited_for_reset = 0.0
 
     # --- the quota ---
@@ -114,6 +118,8 @@ class Pacer:
             ours = seen.ours - last.ours
             self.others_spent += max(0, last.quota.remaining - quota.remaining - ours)
             self._others_span += max(0.0, now - last.at)
+        elif last is not None:
+            self._window_ours = last.ours
         self.seen = seen
         if self._first_seen is None:
             self._first_seen = seen
@@ -128,7 +134,25 @@ class Pacer:
 
         Only what this run watched counts: the window's pace before it began (q - r at its first answer)
         would count this host's own earlier runs as others and stall every run that follows a busy one."""
-        return self.others_spent / self._others_span if self._others_span > 0 else 0.0
+        watched = self.others_spent / self._others_span if self._others_span > 0 else 0.0
+        pace = self._window_pace()
+        # What they spent while this run watched may be a burst (another host's listing in the same
+        # second) that they do not keep up: taken as the pace until a reset minutes away, it reserved the
+        # whole quota, and ten hosts stopped each other's runs at a third of it (issue 18's fleet). No
+        # sustained pace exceeds the window's own so far, so the smaller of the two is the rate.
+        return watched if pace is None else min(watched, pace)
+
+    def _window_pace(self) -> float | None:
+        """Requests per second the window has been spent at by all but this run; None without the policy's
+        window to count from, or in its first RATE_SPAN seconds (a few seconds say little of a pace)."""
+        seen = self.seen
+        if seen is None or seen.quota.limit is None or seen.quota.window is None:
+            return None
+        elapsed = seen.quota.window - seen.quota.reset
+        if elapsed < RATE_SPAN:
+            return None
+        spent = seen.quota.limit - seen.quota.remaining - (seen.ours - self._window_ours)
+        return max(0, spent) / elapsed
 
     def limit(self) -> int | None:
         """The quota per window: as the policy states it, else the most ever seen left."""

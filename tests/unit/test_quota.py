@@ -213,6 +213,37 @@ def test_the_others_rate_is_what_r_lost_beyond_our_own_requests() -> None:
     assert pacer.reserve(now) == pytest.approx(120 + pacer.others_rate() * pacer.reset_in(now))
 
 
+def test_a_burst_of_others_is_not_taken_for_a_pace_faster_than_the_windows_own() -> None:
+    # 100 s into the window, 200 spent. Another host lists 100 rules pages in the half second this run
+    # watches: 200 a second until the reset 200 s away would reserve the whole quota, and ten hosts stopped
+    # each other's runs at a third of it (issue 18's fleet). No pace is kept up faster than the window's
+    # own so far: (200 + 100 - our 2) / 100.5 s.
+    now = [100.0]
+    pacer = Pacer(6000, 1000, 100, clock=lambda: now[0], sleep=lambda s: None)
+    pacer.acquire("GET /1")
+    pacer.observe(Quota(999, 200.0, 1200, 300))
+    now[0] = 100.5
+    pacer.acquire("GET /2")
+    pacer.observe(Quota(898, 199.5, 1200, 300))
+    assert pacer.others_spent == 100
+    assert pacer.others_rate() == pytest.approx((1200 - 898 - 2) / 100.5)
+    assert pacer.reserve(now[0]) < 898 - 2 * BURST
+    pacer.acquire("GET /3")
+    assert pacer.waited_for_reset == 0.0 and pacer.requests == 3
+
+
+def test_in_the_first_seconds_of_a_window_the_watched_rate_stands_alone() -> None:
+    # 10 s into the window its pace says little; what the others spent while we watched is the rate.
+    now = [10.0]
+    pacer = Pacer(6000, 1000, 100, clock=lambda: now[0], sleep=lambda s: None)
+    pacer.acquire("GET /1")
+    pacer.observe(Quota(1100, 290.0, 1200, 300))
+    now[0] = 11.0
+    pacer.acquire("GET /2")
+    pacer.observe(Quota(1049, 289.0, 1200, 300))
+    assert pacer.others_rate() == pytest.approx(50.0)
+
+
 def test_what_was_spent_before_the_run_is_not_taken_for_a_rate_of_others() -> None:
     # 600 of 1,200 spent in the first 30 s of the window (this host's own previous run, say): the run
     # goes on at once, down to the reserve, instead of reading it as 20 per second of others.
