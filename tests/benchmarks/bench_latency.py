@@ -27,7 +27,7 @@ from tests.support.f2b_server import F2B, running_f2b
 from tests.support.harness import RECONCILE, Harness
 
 BANS = 30  # one at a time, each after the previous one reached the edge and its run ended
-SPACING = 0.5  # seconds between one run's end and the next ban
+SPACING = 0.2  # seconds between one run's end (awaited) and the next ban
 BURSTS, BURST_SIZE, BURST_SECONDS = 2, 10, 1.0
 LIST_OPERATION_DELAY = 1.0  # seconds the emulator takes to apply a bulk list operation (as bench_figures)
 TIMEOUT = 180.0
