@@ -39,7 +39,7 @@ BURST_SECONDS = 6.0
 # "Plentiful": the headroom above the reserve holds this many whole bursts.
 PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
-# The shortest stretch of a window over which its pace counts as a rate (see Pacer.others_rate).
+# Seconds of watching (or of a window) that tell a pace from a burst (see Pacer.others_rate).
 RATE_SPAN = 30.0
 
 
@@ -135,11 +135,13 @@ class Pacer:
         Only what this run watched counts: the window's pace before it began (q - r at its first answer)
         would count this host's own earlier runs as others and stall every run that follows a busy one."""
         watched = self.others_spent / self._others_span if self._others_span > 0 else 0.0
+        if self._others_span >= RATE_SPAN:
+            return watched  # long enough to tell a pace from a burst, and to see one that has just begun
+        # What they spent during a short watch may be a burst (another host's listing in the same second)
+        # they do not keep up: taken as the pace until a reset minutes away, it reserved the whole quota,
+        # and ten hosts stopped each other's runs at a third of it (issue 18's fleet). No sustained pace
+        # exceeds the window's own so far, so until the watch is long enough the smaller of the two is it.
         pace = self._window_pace()
-        # What they spent while this run watched may be a burst (another host's listing in the same
-        # second) that they do not keep up: taken as the pace until a reset minutes away, it reserved the
-        # whole quota, and ten hosts stopped each other's runs at a third of it (issue 18's fleet). No
-        # sustained pace exceeds the window's own so far, so the smaller of the two is the rate.
         return watched if pace is None else min(watched, pace)
 
     def _window_pace(self) -> float | None:

@@ -232,6 +232,21 @@ def test_a_burst_of_others_is_not_taken_for_a_pace_faster_than_the_windows_own()
     assert pacer.waited_for_reset == 0.0 and pacer.requests == 3
 
 
+def test_a_neighbour_that_starts_late_in_a_quiet_window_is_seen_at_its_own_pace() -> None:
+    # 200 s of a quiet window, then a neighbour spends 4 a second. Watched for RATE_SPAN, that is its
+    # pace, not the window's average (about 160 / 240 s), which would leave it short until the reset.
+    now = [200.0]
+    pacer = Pacer(6000, 1000, 100, clock=lambda: now[0], sleep=lambda s: None)
+    left = 1200
+    for second in range(41):
+        now[0] = 200.0 + second
+        pacer.acquire(f"GET /{second}")
+        left -= 1 + (4 if second else 0)  # ours, and the neighbour's 4 since our last answer
+        pacer.observe(Quota(left, 100.0 - second, 1200, 300))
+    assert pacer.others_rate() == pytest.approx(4.0)
+    assert pacer.reserve(now[0]) == pytest.approx(120 + 4.0 * 60.0)
+
+
 def test_in_the_first_seconds_of_a_window_the_watched_rate_stands_alone() -> None:
     # 10 s into the window its pace says little; what the others spent while we watched is the rate.
     now = [10.0]
