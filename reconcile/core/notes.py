@@ -76,6 +76,7 @@ class Lease:
 
 _new = object.__new__
 _set = object.__setattr__
+_LEASE = NoteKind.LEASE
 
 
 def make_lease(
@@ -105,8 +106,11 @@ def _lease_note(
 ) -> Note:
     """`Note(NoteKind.LEASE, ...)` the same way (one per listed rule); equal to it, the unit tests compare."""
     made = _new(Note)
-    fields = {"kind": NoteKind.LEASE, "jails": jails, "hosts": hosts}
-    _set(made, "__dict__", {**fields, "since": since, "until": until, "asn": asn, "cc": cc})
+    # One dict display: merging two dicts (as this did) cost as much as the rest of the function.
+    fields = {
+        "kind": _LEASE, "jails": jails, "hosts": hosts, "since": since, "until": until, "asn": asn, "cc": cc,
+    }  # fmt: skip
+    _set(made, "__dict__", fields)
     return made
 
 
@@ -196,6 +200,35 @@ def format_note(tag: str, lease: Lease) -> str | None:
 _TIMES = len(" since=") + len(" until=")
 
 
+# format_time's text is always 20 characters (a four-digit year): what plain_note adds to the head.
+_STAMP_TEXT = "%04d-%02d-%02dT%02d:%02d:%02dZ"
+_PLAIN = f"%s since={_STAMP_TEXT} until={_STAMP_TEXT}"
+_PLAIN_PERMANENT = f"%s since={_STAMP_TEXT} until={PERMANENT}"
+_PLAIN_ROOM = _TIMES + 20 + 20
+_PLAIN_PERMANENT_ROOM = _TIMES + 20 + len(PERMANENT)
+
+
+def plain_note(
+    tag: str, jails: tuple[str, ...], hosts: tuple[str, ...], since: datetime, until: datetime | None
+) -> str | None:
+    """`format_note(tag, Lease(jails, hosts, since, until))`, for a lease without AS or country: one
+    %-format instead of format_note's steps and two format_time calls (the planner makes one per add, 50,000
+    planning 100,000 bans). The same text: tests/unit/test_fast_paths.py compares."""
+    if type(jails) is tuple and type(hosts) is tuple:
+        head = _head(tag, jails, hosts)
+        s = since if since.tzinfo is UTC else since.astimezone(UTC)
+        if until is None:
+            if len(head) + _PLAIN_PERMANENT_ROOM <= MAX_NOTES:
+                return _PLAIN_PERMANENT % (head, s.year, s.month, s.day, s.hour, s.minute, s.second)
+        elif len(head) + _PLAIN_ROOM <= MAX_NOTES:
+            u = until if until.tzinfo is UTC else until.astimezone(UTC)
+            return _PLAIN % (
+                head, s.year, s.month, s.day, s.hour, s.minute, s.second,
+                u.year, u.month, u.day, u.hour, u.minute, u.second,
+            )  # fmt: skip
+    return format_note(tag, make_lease(jails, hosts, since, until))
+
+
 @functools.lru_cache(maxsize=1024)
 def _head(tag: str, jails: tuple[str, ...], hosts: tuple[str, ...]) -> str:
     """`TAG jail=… host=…` of a note whose jails need no cutting."""
@@ -212,7 +245,9 @@ def parse_note(
     the older scripts never wrote): only notes that start with the tag are ours (DESIGN §4).
     """
     text = notes.strip()
-    tagged = text.lower().startswith(tag.lower())
+    # An ASCII tag the text starts with exactly is also its lower-case prefix (every listed note of ours):
+    # lower-casing the whole note, once per listed rule, only for the other ones.
+    tagged = (tag.isascii() and text.startswith(tag)) or text.lower().startswith(tag.lower())
     if tagged_only and not tagged:
         return None
     legacy = _parse_legacy(text) if _maybe_legacy(text) else None
