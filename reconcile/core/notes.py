@@ -171,6 +171,12 @@ def format_note(tag: str, lease: Lease) -> str | None:
     never cut, since a host missing from it would let another host delete a block it still needs. None
     means the write must not be sent: a note without the tag would make the rule nobody's (DESIGN §4).
     """
+    if not lease.asn:  # nearly every write: no optional field, plain_note's one format
+        return plain_note(tag, lease.jails, lease.hosts, lease.since, lease.until)
+    return _format_note(tag, lease)
+
+
+def _format_note(tag: str, lease: Lease) -> str | None:
     since = format_time(lease.since)
     until = format_time(lease.until) if lease.until else PERMANENT
     asn = normal_asn(lease.asn) if lease.asn else None
@@ -226,7 +232,7 @@ def plain_note(
                 head, s.year, s.month, s.day, s.hour, s.minute, s.second,
                 u.year, u.month, u.day, u.hour, u.minute, u.second,
             )  # fmt: skip
-    return format_note(tag, make_lease(jails, hosts, since, until))
+    return _format_note(tag, make_lease(jails, hosts, since, until))
 
 
 @functools.lru_cache(maxsize=1024)

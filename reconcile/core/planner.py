@@ -41,7 +41,7 @@ from reconcile.core.notes import (
     parse_note,
     plain_note,
 )
-from reconcile.core.plan_text import banned_in, covered_reason, jail_union
+from reconcile.core.plan_text import banned_in, covered_reason, jail_union, others_than
 from reconcile.core.sanitize import hosts_text
 
 
@@ -328,7 +328,7 @@ def _for_banned(
         return base.write(
             Action.RENEW, reason, make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
         )
-    others = tuple(h for h in note.hosts if h != me)
+    others = others_than(note.hosts, me)
     covered = note.until is None or (end is not None and note.until >= end)
     if covered and mode_ok:
         return base.keep(covered_reason(others))
@@ -380,7 +380,7 @@ def _for_unbanned(
     if note.kind is NoteKind.LEGACY:
         return base.keep(reason, Action.EXPIRE)
     live = _lease_live(note, now)
-    others = tuple(h for h in note.hosts if h != me)
+    others = others_than(note.hosts, me)
     if me in note.hosts and others and live:
         # Leave: the others still ban it, so the block stays; this host only takes its name off.
         since = note.since or rule.created_on or now

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.core import addresses, planner
+from reconcile.core import addresses, plan_text, planner
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Owner, OwnerKind, Plan, Policy
 from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
@@ -163,3 +163,8 @@ def test_a_rule_listed_for_a_ban_still_takes_the_long_way() -> None:
     plan = make_plan([ban], [], [RuleListing(ZONE, (rule,))], Policy(tag=TAG, host_id="web1"), NOW)
     [change] = plan.changes
     assert change.action is Action.KEEP and change.reason == "up to date" and change.rule == rule
+
+
+@given(hosts=st.lists(names, max_size=6).map(tuple), me=names)
+def test_others_than_is_the_plain_filter(hosts: tuple[str, ...], me: str) -> None:
+    assert plan_text.others_than(hosts, me) == tuple(h for h in hosts if h != me)
