@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from reconcile.core.addresses import Skip, classifier, compressed
+from reconcile.core.addresses import Skip, classifier
 from reconcile.core.changes import (
     BLOCKING_MODES,
     Action,
@@ -87,9 +87,8 @@ def _make_plan(
     max_age = policy.max_rule_age
     for ban in bans:
         ip = ban.ip
-        value = compressed(ip)
+        value, why = skip.keyed(ip)
         end = ban.until if max_age is None else lease_end(ban, max_age)
-        why = skip(ip)
         if why is Skip.NONE and (end is None or end > now):  # nearly every ban: one test first
             desired[value] = (ban, end)
         elif why is Skip.ALLOWLISTED:
@@ -156,7 +155,7 @@ def _plan_scope(
             made = owner_of(rule, note)
             known = owners[key] = (made, made.managed)
         owner, ours = known
-        listed = _Listed(rule, note, owner)
+        listed = _tuple(_Listed, (rule, note, owner))
         managed += ours
         value: str | None = rule.value
         if rule.target not in ("ip", "ip6"):
@@ -275,7 +274,7 @@ class _Base(NamedTuple):
         )  # fmt: skip
 
 
-_base = tuple.__new__  # _Base(...) without NamedTuple's __new__ (a Python frame per listed rule)
+_tuple = tuple.__new__  # a NamedTuple without its __new__ (a Python frame per listed rule): the same
 
 
 def _for_banned(
@@ -294,7 +293,7 @@ def _for_banned(
         own = make_lease(ban.jails, (me,), ban.since, end)
         return base.write(Action.ADD, banned_in(ban.jails), own, policy)
     rule, note, owner = listed.rule, listed.note, listed.owner
-    base = _base(_Base, (value, scope, ban, rule, owner, ban.jails, ip, note.asn if note else None))
+    base = _tuple(_Base, (value, scope, ban, rule, owner, ban.jails, ip, note.asn if note else None))
     if owner.kind is OwnerKind.ALLOW:
         return base.keep("an allow rule covers it", Action.FOREIGN)
     if owner.kind is OwnerKind.UNTAGGED:
@@ -374,7 +373,7 @@ def _for_unbanned(
 ) -> Change:
     rule, note, owner, me = listed.rule, listed.note, listed.owner, policy.host_id
     jails = ban.jails if ban else ()
-    base = _base(_Base, (value, scope, ban, rule, owner, jails, ip, note.asn if note else None))
+    base = _tuple(_Base, (value, scope, ban, rule, owner, jails, ip, note.asn if note else None))
     if owner.kind is OwnerKind.UNKNOWN or note is None:
         return base.keep("tagged note of unknown format: kept as is")
     if note.kind is NoteKind.LEGACY:

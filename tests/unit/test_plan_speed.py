@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.core import addresses, plan_text, planner
+from reconcile.core import addresses, plan_text, planner, ranges
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Owner, OwnerKind, Plan, Policy
 from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
@@ -41,6 +41,19 @@ def test_compressed_is_ipaddress_text(v4: int, v6: int, mapped: int) -> None:
         ipaddress.IPv6Address((0xFFFF << 32) | mapped),
     ):
         assert compressed(ip) == ip.compressed
+
+
+@settings(max_examples=1000)
+@given(v4=st.integers(0, 2**32 - 1), v6=v6_ints, mapped=st.integers(0, 2**32 - 1), which=st.integers(0, 2))
+def test_keyed_is_compressed_and_the_classifier(v4: int, v6: int, mapped: int, which: int) -> None:
+    allowlist = ((), (ipaddress.ip_network("45.0.0.0/8"),), (ipaddress.ip_network("0.0.0.0/1"),))[which]
+    skip = addresses.Classifier(allowlist, ranges.ALL)
+    for ip in (
+        ipaddress.IPv4Address(v4),
+        ipaddress.IPv6Address(v6),
+        ipaddress.IPv6Address((0xFFFF << 32) | mapped),
+    ):
+        assert skip.keyed(ip) == (ip.compressed, addresses._skip_slowly(ip, allowlist, ranges.ALL))
 
 
 def test_compressed_edges() -> None:
@@ -100,7 +113,7 @@ def test_an_add_is_what_for_banned_makes(bans: list[Ban], host: str) -> None:
 def test_base_tuple_is_the_named_tuple() -> None:
     ban = Ban(ipaddress.IPv4Address("45.0.0.1"), ("sshd",), NOW, None)
     fields = ("45.0.0.1", ZONE, ban, None, Owner(OwnerKind.HOSTS, ("web1",)), ("sshd",), ban.ip, "AS1")
-    fast = planner._base(planner._Base, fields)
+    fast = planner._tuple(planner._Base, fields)
     plain = planner._Base(*fields)
     assert (
         fast == plain
