@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.core import addresses, plan_text, planner, ranges
+from reconcile.core import addresses, model, plan_text, planner, ranges, render
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Owner, OwnerKind, Plan, Policy
-from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
+from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note, plain_note
 from reconcile.core.planner import make_plan
 
@@ -181,3 +181,53 @@ def test_a_rule_listed_for_a_ban_still_takes_the_long_way() -> None:
 @given(hosts=st.lists(names, max_size=6).map(tuple), me=names)
 def test_others_than_is_the_plain_filter(hosts: tuple[str, ...], me: str) -> None:
     assert plan_text.others_than(hosts, me) == tuple(h for h in hosts if h != me)
+
+
+@given(jail=names, value=names, start=moments, end=st.none() | moments)
+def test_fast_entry_and_ban_equal_the_dataclasses(
+    jail: str, value: str, start: datetime, end: datetime | None
+) -> None:
+    assert model.ban_entry(jail, value, start, end) == BanEntry(jail, value, start, end)
+    assert repr(model.ban_entry(jail, value, start, end)) == repr(BanEntry(jail, value, start, end))
+    ip = ipaddress.IPv4Address("45.0.0.1")
+    assert model.make_ban(ip, (jail,), start, end) == Ban(ip, (jail,), start, end)
+    assert hash(model.make_ban(ip, (jail,), start, end)) == hash(Ban(ip, (jail,), start, end))
+
+
+def _examples_slowly(bans: list[Ban]) -> dict[str, str]:
+    examples: dict[str, str] = {}
+    for ban in bans:
+        if ranges.is_misconfiguration(ban.ip):
+            for jail in ban.jails:
+                examples.setdefault(jail, ban.ip.compressed)
+    return examples
+
+
+# Around loopback and Cloudflare's ranges, and anywhere.
+near = st.sampled_from(
+    [0x7F000000, 0x7EFFFFFF, 0x7FFFFFFF, 0x80000000]
+    + [int(n.network_address) + d for n in ranges.IPV4 for d in (-1, 0)]
+    + [int(n.broadcast_address) + d for n in ranges.IPV4 for d in (0, 1)]
+)
+v4_near = (near | st.integers(0, 2**32 - 1)).map(ipaddress.IPv4Address)
+v6_any = st.sampled_from(["::1", "::ffff:127.0.0.1", "::ffff:104.16.0.1", "2606:4700::1", "2a06::1"]).map(
+    ipaddress.IPv6Address
+)
+
+
+@settings(max_examples=500)
+@given(
+    ips=st.lists(v4_near | v6_any, max_size=20), jails=st.lists(st.sampled_from(["a", "b", "c"]), min_size=20)
+)
+def test_misconfigured_examples_are_the_plain_ones(
+    ips: list[ipaddress.IPv4Address], jails: list[str]
+) -> None:
+    bans = [Ban(ip, (jail,), NOW, None) for ip, jail in zip(ips, jails, strict=False)]
+    assert ranges.misconfigured_examples(bans) == _examples_slowly(bans)
+
+
+@settings(max_examples=200)
+@given(moment=moments)
+def test_when_cached_for_utc_is_the_plain_text(moment: datetime) -> None:
+    assert render._when(moment) == render._when_text(moment)
+    assert render._when(moment.astimezone(UTC)) == render._when_text(moment.astimezone(UTC))
