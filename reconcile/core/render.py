@@ -114,7 +114,9 @@ def _by_change(applied: Applied | None) -> dict[Change, Written]:
 
 
 def _scopes(plan: Plan) -> list[Scope]:
-    return sorted({c.scope for c in plan.changes if c.scope is not None}, key=str)
+    # Told apart by identity first (a plan holds a scope object or two): a Scope hashes in Python.
+    distinct = {id(c.scope): c.scope for c in plan.changes if c.scope is not None}
+    return sorted(set(distinct.values()), key=str)
 
 
 def _network(change: Change, names: Mapping[str, str]) -> str:
@@ -267,7 +269,10 @@ def to_json(
         "counts": {str(a): n for a, n in plan.counts().items()},
         "counts_by_scope": {
             str(scope): {
-                str(a): n for a, n in Counter(c.action for c in plan.changes if c.scope == scope).items()
+                str(a): n
+                for a, n in Counter(
+                    c.action for c in plan.changes if c.scope is scope or c.scope == scope
+                ).items()
             }
             for scope in _scopes(plan)
         },

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.core import addresses, model, plan_text, planner, ranges, render
+from reconcile.core import addresses, model, notes, plan_text, planner, ranges, render
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Owner, OwnerKind, Plan, Policy
 from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope, ScopeKind
@@ -79,7 +79,27 @@ moments = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12,
 def test_plain_note_is_format_note(
     jails: tuple[str, ...], hosts: tuple[str, ...], since: datetime, until: datetime | None, tag: str
 ) -> None:
-    assert plain_note(tag, jails, hosts, since, until) == format_note(tag, Lease(jails, hosts, since, until))
+    general = notes._format_note(tag, Lease(jails, hosts, since, until))  # the path without plain_note
+    assert (
+        plain_note(tag, jails, hosts, since, until)
+        == general
+        == format_note(tag, Lease(jails, hosts, since, until))
+    )
+
+
+@given(
+    since=moments,
+    untils=st.lists(st.none() | moments, min_size=1, max_size=4),
+    tag=st.sampled_from([TAG, "x" * 450]),
+)
+def test_plain_note_reusing_its_last_times_is_format_note(
+    since: datetime, untils: list[datetime | None], tag: str
+) -> None:
+    """The same time objects again (a bulk ban), others between: each note is still format_note's."""
+    for until in [*untils, *untils]:
+        for moment in (since, since.astimezone(UTC)):
+            lease = Lease(("sshd",), ("web1",), moment, until)
+            assert plain_note(tag, ("sshd",), ("web1",), moment, until) == notes._format_note(tag, lease)
 
 
 jail_names = st.sampled_from(["sshd", "recidive", "nginx", "x" * 300])
