@@ -79,6 +79,16 @@ def _merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
     by_key: dict[tuple[int, int], tuple[IPAddress, list[BanEntry]]] = {}
     invalid: list[BanEntry] = []
     for entry in entries:
+        dotted = _IPV4.fullmatch(entry.value)
+        if dotted is not None:  # dotted_quad inline: its key from the integer, not the address's properties
+            a, b, c, d = dotted.groups()
+            n = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+            known = by_key.get((4, n))
+            if known is None:
+                by_key[(4, n)] = (ipaddress.IPv4Address(n), [entry])
+            else:
+                known[1].append(entry)
+            continue
         ip = address_of(entry.value)
         if ip is None:
             invalid.append(entry)

@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from reconcile.core import addresses, model, notes, plan_text, planner, ranges, render
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Owner, OwnerKind, Plan, Policy
+from reconcile.core.merge import address_of, merge
 from reconcile.core.model import Ban, BanEntry, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note, plain_note
 from reconcile.core.planner import make_plan
+from reconcile.fail2ban import restore
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -212,6 +214,9 @@ def test_fast_entry_and_ban_equal_the_dataclasses(
     ip = ipaddress.IPv4Address("45.0.0.1")
     assert model.make_ban(ip, (jail,), start, end) == Ban(ip, (jail,), start, end)
     assert hash(model.make_ban(ip, (jail,), start, end)) == hash(Ban(ip, (jail,), start, end))
+    stored = restore.db_ban(jail, value, 1_700_000_000, -1)
+    assert stored == restore.DbBan(jail, value, 1_700_000_000, -1)
+    assert repr(stored) == repr(restore.DbBan(jail, value, 1_700_000_000, -1))
 
 
 def _examples_slowly(bans: list[Ban]) -> dict[str, str]:
@@ -251,3 +256,44 @@ def test_misconfigured_examples_are_the_plain_ones(
 def test_when_cached_for_utc_is_the_plain_text(moment: datetime) -> None:
     assert render._when(moment) == render._when_text(moment)
     assert render._when(moment.astimezone(UTC)) == render._when_text(moment.astimezone(UTC))
+
+
+def _merge_slowly(entries: list[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
+    """merge before its IPv4 path: address_of for every entry, keyed by the address's version and integer."""
+    by_key: dict[tuple[int, int], tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, list[BanEntry]]] = {}
+    invalid = []
+    for entry in entries:
+        ip = address_of(entry.value)
+        if ip is None:
+            invalid.append(entry)
+            continue
+        by_key.setdefault((ip.version, int(ip)), (ip, []))[1].append(entry)
+    bans = []
+    for order in sorted(by_key):
+        ip, group = by_key[order]
+        ends = [e.end for e in group]
+        until = None if any(end is None for end in ends) else max(end for end in ends if end is not None)
+        bans.append(Ban(ip, tuple(sorted({e.jail for e in group})), min(e.start for e in group), until))
+    return bans, invalid
+
+
+entry_values = st.sampled_from(
+    ["45.0.0.1", "45.0.0.01", "1.2.3.4", "255.255.255.255", "0.0.0.0", "::ffff:1.2.3.4", "2a06::1",
+     "2A06::1", "fe80::1%eth0", "junk", "", "1.2.3", "256.1.1.1", " 1.2.3.4"]
+) | st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))  # fmt: skip
+entries = st.lists(
+    st.builds(
+        BanEntry,
+        jail=st.sampled_from(["sshd", "recidive"]),
+        value=entry_values,
+        start=st.integers(-9, 0).map(lambda h: NOW + timedelta(hours=h)),
+        end=st.none() | st.integers(0, 9).map(lambda h: NOW + timedelta(hours=h)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=500)
+@given(entries=entries)
+def test_merge_is_the_plain_merge(entries: list[BanEntry]) -> None:
+    assert merge(entries) == _merge_slowly(entries)
