@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconcile.cloudflare.backend import Backend
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer
-from reconcile.cloudflare.rules import Client, RulesBackend
 from reconcile.config import Config
 from reconcile.core import ranges
 from reconcile.core.changes import Policy
 from reconcile.core.model import Scope, ScopeKind
+
+if TYPE_CHECKING:
+    from reconcile.cloudflare.rules import Client
+
+# The client and the backends (and `requests` under them) are imported when first made, not with this module:
+# a run imports them while it waits for fail2ban (run.preload), not before it starts reading.
+RULES_MODULE = "reconcile.cloudflare.rules"
 
 
 def make_pacer(
@@ -43,6 +49,8 @@ def make_client(
 
     `options` (sleep, per_page, session) are for tests.
     """
+    from reconcile.cloudflare.rules import Client
+
     return Client(
         config.cloudflare.api_base_url,
         credentials,
@@ -59,6 +67,8 @@ def make_backend(config: Config, client: Client) -> Backend:
         from reconcile.cloudflare.lists import ListBackend  # only the list backend's runs need it
 
         return ListBackend(client, config)
+    from reconcile.cloudflare.rules import RulesBackend
+
     return RulesBackend(client, _scopes_of(config), config.cloudflare.mode)
 
 

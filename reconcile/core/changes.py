@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from operator import attrgetter
 
 from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import Lease
@@ -162,6 +163,15 @@ def planned(
     return change
 
 
+_ADD = Action.ADD
+_VALUE = attrgetter("value")
+_SINCE = attrgetter("ban.since")
+
+
+def _write_order(change: Change) -> int:
+    return WRITE_ORDER[change.action]
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -169,7 +179,19 @@ class Plan:
     incomplete: tuple[Scope, ...] = ()
 
     def writes(self) -> list[Change]:
-        return sorted((c for c in self.changes if c.is_write), key=Change.write_key)
+        """The writes in Change.write_key's order (adds newest first, renewals, expiries; then by value)."""
+        adds = [c for c in self.changes if c.action is _ADD]
+        if any(c.ban is None or c.ban.since.tzinfo is None for c in adds):
+            return sorted((c for c in self.changes if c.is_write), key=Change.write_key)
+        # The same order with keys read in C (a Python key per write was half of this): stable sorts, by
+        # value, then by the ban's start, latest first. For aware datetimes that is -timestamp()'s order (a
+        # float tells microseconds apart until 2106); equal keys keep the plan's order, as sorted() did.
+        adds.sort(key=_VALUE)
+        adds.sort(key=_SINCE, reverse=True)
+        rest = [c for c in self.changes if c.action is not _ADD and c.action in WRITE_ORDER]
+        rest.sort(key=_VALUE)
+        rest.sort(key=_write_order)
+        return adds + rest
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)

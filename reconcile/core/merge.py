@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 
 from reconcile.core.collector import collector_paused
-from reconcile.core.model import Ban, BanEntry, IPAddress
+from reconcile.core.model import Ban, BanEntry, IPAddress, make_ban
 from reconcile.core.sanitize import cut
 
 # Exactly the IPv4 text ipaddress accepts (four decimal octets 0-255, no leading zero): parsed here in one
@@ -79,6 +79,16 @@ def _merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
     by_key: dict[tuple[int, int], tuple[IPAddress, list[BanEntry]]] = {}
     invalid: list[BanEntry] = []
     for entry in entries:
+        dotted = _IPV4.fullmatch(entry.value)
+        if dotted is not None:  # dotted_quad inline: its key from the integer, not the address's properties
+            a, b, c, d = dotted.groups()
+            n = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+            known = by_key.get((4, n))
+            if known is None:
+                by_key[(4, n)] = (ipaddress.IPv4Address(n), [entry])
+            else:
+                known[1].append(entry)
+            continue
         ip = address_of(entry.value)
         if ip is None:
             invalid.append(entry)
@@ -94,7 +104,7 @@ def _merge(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
         ip, group = by_key[order]
         if len(group) == 1:  # nearly always: one jail bans the address
             only = group[0]
-            bans.append(Ban(ip, (only.jail,), only.start, only.end))
+            bans.append(make_ban(ip, (only.jail,), only.start, only.end))
             continue
         ends = [e.end for e in group]
         until = None if any(end is None for end in ends) else max(end for end in ends if end is not None)

@@ -24,3 +24,9 @@ def covered_reason(others: tuple[str, ...]) -> str:
 @functools.lru_cache(maxsize=1024)
 def jail_union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({*a, *b}))
+
+
+@functools.lru_cache(maxsize=1024)
+def others_than(hosts: tuple[str, ...], me: str) -> tuple[str, ...]:
+    """The hosts of a set other than this one (a handful of sets: not a generator per listed rule)."""
+    return tuple(h for h in hosts if h != me)

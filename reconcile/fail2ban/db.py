@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import urllib.parse
 
-from reconcile.fail2ban.restore import DbBan
+from reconcile.fail2ban.restore import DbBan, db_ban
 
 log = logging.getLogger("reconcile.fail2ban")
 
@@ -48,7 +48,7 @@ def current_bans(path: str, now: float) -> tuple[DbBan, ...] | None:
             and type(timeofban) is int
             and type(bantime) is int
         ):
-            bans.append(DbBan(jail, ip, timeofban, bantime))
+            bans.append(db_ban(jail, ip, timeofban, bantime))
         else:
             odd += 1
     if odd:

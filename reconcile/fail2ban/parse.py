@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from dateutil import tz as dateutil_tz
 
-from reconcile.core.model import BanEntry
+from reconcile.core.model import BanEntry, ban_entry
 from reconcile.fail2ban.restore import JailTimes
 
 _NUMBER_LINE = re.compile(r"\|- Number of jail:\s*(\d+)")
@@ -100,7 +100,8 @@ def _quote(text: str, limit: int = 200) -> str:
 def _entry(
     jail: str, m: re.Match[str], tz: tzinfo, times: dict[tuple[str, ...], tuple[datetime, datetime | None]]
 ) -> BanEntry:
-    key = m.group("start", "seconds", "end")
+    value, *fields = m.groups()  # value, start, seconds, end: by position, a lookup per name cost more
+    key = tuple(fields)
     known = times.get(key)
     if known is None:
         seconds = int(m.group("seconds"))
@@ -110,7 +111,7 @@ def _entry(
         else:
             start = _localize(start_wall, tz, (seconds, datetime.fromisoformat(m.group("end"))))
         known = times[key] = (start, None if seconds == -1 else plus_seconds(start, seconds))
-    return BanEntry(jail, m.group("value"), *known)
+    return ban_entry(jail, value, *known)
 
 
 def _localize(wall: datetime, tz: tzinfo, check: tuple[int, datetime] | None) -> datetime:

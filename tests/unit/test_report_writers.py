@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from tabulate import tabulate
 
 from reconcile.core import json_text, render
+from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Membership, Owner, OwnerKind, Plan, planned
 from reconcile.core.merge import address_of
 from reconcile.core.model import Ban, Rule, Scope, ScopeKind
 from reconcile.core.notes import Lease
-from reconcile.core.planner import compressed
 from reconcile.core.sanitize import escape_line
 from reconcile.core.table import display_width, simple
 
