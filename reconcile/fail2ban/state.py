@@ -76,29 +76,16 @@ def _read_state(
     restore_poll: float,
 ) -> Fail2banState:
     timezone_ = tz if tz is not None else dateutil_tz.tzlocal()
-    try:
-        available = parse_jail_list(run_client(command, ["status"], timeout))
-    except ValueError as exc:
-        raise Fail2banError(_unparseable(["status"], exc)) from None
-    if not available:
-        # A server with no jail at all is misconfigured (e.g. every jail failed to load), not a host with
-        # nothing banned: believing its empty answer would expire every rule.
-        raise Fail2banError(
-            "fail2ban-client status: fail2ban reports no jails (is its jail configuration loaded?)"
-        )
-    if jails:
-        missing = [j for j in jails if j not in available]
-        if missing:
-            raise Fail2banError(
-                f"configured jail(s) not in fail2ban: {', '.join(missing)}"
-                f" (fail2ban has: {', '.join(available) or 'no jails'})"
-            )
-        selected = tuple(dict.fromkeys(jails))
-    else:
-        selected = available
     # `get dbfile` with the jails (it only names the file); the database itself is read after the server:
     # a ban added in between is then in both, not a restore to wait for
-    by_jail, dbfile = _read_jails(command, selected, timeout, timezone_)
+    if jails:
+        # Configured jails need not wait for `status` (one fail2ban-client start-up, 0.1 s of every run):
+        # it runs alongside their reads, and its verdict still comes first (_read_jails).
+        selected = tuple(dict.fromkeys(jails))
+        by_jail, dbfile = _read_jails(command, selected, timeout, timezone_, configured=True)
+    else:
+        selected = _available(run_client(command, ["status"], timeout))
+        by_jail, dbfile = _read_jails(command, selected, timeout, timezone_)
     stored = _stored_bans(dbfile)
     if stored is not None:
         by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
@@ -113,18 +100,44 @@ def _read_state(
 PARALLEL_CALLS = 4
 
 
+def _available(status_output: str) -> tuple[str, ...]:
+    """The jails `fail2ban-client status` names; a Fail2banError when it names none or cannot be read."""
+    try:
+        available = tuple(parse_jail_list(status_output))
+    except ValueError as exc:
+        raise Fail2banError(_unparseable(["status"], exc)) from None
+    if not available:
+        # A server with no jail at all is misconfigured (e.g. every jail failed to load), not a host with
+        # nothing banned: believing its empty answer would expire every rule.
+        raise Fail2banError(
+            "fail2ban-client status: fail2ban reports no jails (is its jail configuration loaded?)"
+        )
+    return available
+
+
 def _read_jails(
-    command: Sequence[str], jails: Sequence[str], timeout: float, tz: tzinfo
+    command: Sequence[str], jails: Sequence[str], timeout: float, tz: tzinfo, *, configured: bool = False
 ) -> tuple[dict[str, list[BanEntry]], str]:
     """Every jail's entries, and the answer to `get dbfile`: all or nothing.
 
     The calls run PARALLEL_CALLS at a time. The first failure in jail order is raised after the calls
     already running have ended (each is bounded by `timeout`); calls not yet started are not made.
+    `configured`: `status` runs first among them, and its failure, or a jail it does not name, is the error
+    (a missing jail's own read fails too, less clearly).
     """
     with ThreadPoolExecutor(max_workers=PARALLEL_CALLS, thread_name_prefix="fail2ban-client") as pool:
+        status = pool.submit(run_client, command, ["status"], timeout) if configured else None
         futures = {jail: pool.submit(_read_jail, command, jail, timeout, tz) for jail in jails}
         dbfile = pool.submit(run_client, command, ["get", "dbfile"], timeout)
         try:
+            if status is not None:
+                available = _available(status.result())
+                missing = [j for j in jails if j not in available]
+                if missing:
+                    raise Fail2banError(
+                        f"configured jail(s) not in fail2ban: {', '.join(missing)}"
+                        f" (fail2ban has: {', '.join(available)})"
+                    )
             return {jail: future.result() for jail, future in futures.items()}, dbfile.result()
         except BaseException:
             for future in futures.values():

@@ -132,6 +132,15 @@ def test_a_server_with_no_jails_is_an_error_not_an_empty_ban_list(f2b: F2B) -> N
 
 
 @pytest.mark.fail2ban
+def test_with_configured_jails_status_still_has_the_first_word(f2b: F2B) -> None:
+    # Their reads run alongside `status` (one start-up less per run); its verdict is still the error.
+    for jail in JAILS:
+        f2b.client("stop", jail)
+    with pytest.raises(Fail2banError, match="fail2ban reports no jails"):
+        read_state(f2b.command, ["sshd"], TIMEOUT)
+
+
+@pytest.mark.fail2ban
 def test_configured_subset(f2b: F2B) -> None:
     f2b.ban("sshd", "198.18.0.2")
     f2b.ban("manual", "198.18.0.3")
