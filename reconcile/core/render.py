@@ -229,7 +229,7 @@ def to_json(
     outcomes = _by_change(applied)
     names = names or {}
     filtered = selection.filters  # without a filter, no call per row
-    items: list[dict[str, Any]] = []
+    items: list[str] = []
     # A plan has a scope or two: each one's text made once, not once per row (a fifth of the rows' time).
     last_scope: Scope | None = None
     scope_text: str | None = None
@@ -238,37 +238,10 @@ def to_json(
             continue
         if change.scope is not last_scope:
             last_scope, scope_text = change.scope, str(change.scope) if change.scope else None
-        item: dict[str, Any] = {
-            "ip": change.value,
-            "scope": scope_text,
-            "action": str(change.action),
-            "reason": change.reason,
-            "jails": list(change.jails),
-            "banned_since": format_time(change.ban.since) if change.ban else None,
-            "ban_ends": (format_time(change.ban.until) if change.ban.until else "permanent")
-            if change.ban
-            else None,
-            "rule": None,
-            "hosts": list(change.lease.hosts) if change.lease else None,
-            "notes": change.notes or None,
-            "asn": change.asn,
-            "as_name": names.get(change.asn) if change.asn else None,
-        }
-        if change.rule is not None:
-            created = change.rule.created_on
-            item["rule"] = {
-                "id": change.rule.id,
-                "owner": _owner_json(change.owner),
-                "created_on": format_time(created) if created else None,
-                "age_seconds": int((now - created).total_seconds()) if created else None,
-                "mode": change.rule.mode,
-                "notes": change.rule.notes,
-            }
-        if outcomes and change in outcomes:  # a Change hashes every field: not for a report
-            item["result"] = str(outcomes[change].result)
-            if outcomes[change].detail:
-                item["error"] = outcomes[change].detail
-        items.append(item)
+        if change.rule is None and not (outcomes and change in outcomes):
+            items.append(_plain_row(change, scope_text, names))
+        else:
+            items.append(json_text.row(_item(change, scope_text, now, names, outcomes)))
     document = {
         "generated_at": format_time(now),
         "host_id": host_id,
@@ -289,7 +262,77 @@ def to_json(
         "seconds": round(stats.seconds, 3),
         "changes": items,
     }
-    return json_text.dumps_with_rows(document, "changes")
+    return json_text.dumps_with_rows(document, "changes", encoded=True)
+
+
+def _item(
+    change: Change,
+    scope_text: str | None,
+    now: datetime,
+    names: Mapping[str, str],
+    outcomes: Mapping[Change, Written],
+) -> dict[str, Any]:
+    """One row of the JSON report: the keys and their order are what programs read."""
+    item: dict[str, Any] = {
+        "ip": change.value,
+        "scope": scope_text,
+        "action": str(change.action),
+        "reason": change.reason,
+        "jails": list(change.jails),
+        "banned_since": format_time(change.ban.since) if change.ban else None,
+        "ban_ends": (format_time(change.ban.until) if change.ban.until else "permanent")
+        if change.ban
+        else None,
+        "rule": None,
+        "hosts": list(change.lease.hosts) if change.lease else None,
+        "notes": change.notes or None,
+        "asn": change.asn,
+        "as_name": names.get(change.asn) if change.asn else None,
+    }
+    if change.rule is not None:
+        created = change.rule.created_on
+        item["rule"] = {
+            "id": change.rule.id,
+            "owner": _owner_json(change.owner),
+            "created_on": format_time(created) if created else None,
+            "age_seconds": int((now - created).total_seconds()) if created else None,
+            "mode": change.rule.mode,
+            "notes": change.rule.notes,
+        }
+    if outcomes and change in outcomes:  # a Change hashes every field: not for a report
+        item["result"] = str(outcomes[change].result)
+        if outcomes[change].detail:
+            item["error"] = outcomes[change].detail
+    return item
+
+
+_S = json_text.string
+_PLAIN_ROW = (
+    '{"ip": %s, "scope": %s, "action": %s, "reason": %s, "jails": %s, "banned_since": %s, "ban_ends": %s, '
+    '"rule": null, "hosts": %s, "notes": %s, "asn": %s, "as_name": %s}'
+)
+
+
+def _plain_row(change: Change, scope_text: str | None, names: Mapping[str, str]) -> str:
+    """`json_text.row(_item(...))` of a change with no listed rule and no outcome, written directly: the
+    bulk of a large report (40,000 adds), where the dict and its encoding were a fifth of the command."""
+    ban, lease, asn = change.ban, change.lease, change.asn
+    name = names.get(asn) if asn else None
+    return _PLAIN_ROW % (
+        _S(change.value),
+        "null" if scope_text is None else _S(scope_text),
+        _S(change.action.value),
+        _S(change.reason),
+        json_text.strings(change.jails),
+        # Not the cached format_time: a large report's ban times are nearly all distinct, and a cache miss
+        # costs more than the formatting.
+        "null" if ban is None else _S(notes.format_time(ban.since)),
+        "null" if ban is None else _S(notes.format_time(ban.until) if ban.until else "permanent"),
+        "null" if lease is None else json_text.strings(lease.hosts),
+        _S(change.notes) if change.notes else "null",
+        "null" if asn is None else _S(asn),
+        "null" if name is None else _S(name),
+    )
 
 
 def summary_without_plan(stats: Stats) -> str:

@@ -4,6 +4,7 @@ imports, and a reader of stdout that goes away (`reconcile --report | head`)."""
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,39 @@ def test_explain_is_dispatched_with_the_parsed_address(monkeypatch, config_file)
 
 
 # ------------------------------------------------------------------------------- reader goes away
+
+
+def test_the_run_reads_fail2ban_ahead_once_and_the_catch_up_reads_it_afresh() -> None:
+    # fail2ban's read starts before the run's modules load; the catch-up after the writes must still see
+    # the bans that came meanwhile, not the state read ahead.
+    from concurrent.futures import Future
+
+    from reconcile.core.model import BanEntry, Fail2banState
+
+    ahead = Fail2banState(("sshd",), ())
+    later = Fail2banState(("sshd",), (BanEntry("sshd", "45.0.0.1", datetime(2026, 12, 3, tzinfo=UTC), None),))
+    first: Future[Fail2banState] = Future()
+    first.set_result(ahead)
+    asked: list[object] = []
+
+    def fresh(config: object) -> Fail2banState:
+        asked.append(config)
+        return later
+
+    read = cli.prefetched_then_fresh(first, fresh)
+    config = object()
+    assert read(config) is ahead and asked == []  # type: ignore[arg-type]
+    assert read(config) is later and read(config) is later  # type: ignore[arg-type]
+    assert asked == [config, config]
+
+
+def test_a_failed_read_ahead_fails_where_the_run_reads() -> None:
+    from concurrent.futures import Future
+
+    from reconcile.errors import Fail2banError
+
+    first: Future[object] = Future()
+    first.set_exception(Fail2banError("fail2ban-client status: not running"))
+    read = cli.prefetched_then_fresh(first, lambda config: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(Fail2banError, match="not running"):
+        read(object())  # type: ignore[arg-type]
