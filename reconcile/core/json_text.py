@@ -7,6 +7,7 @@ of a 40,000-row report. Here strings are escaped by the same C function json use
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from json import encoder as _encoder
@@ -71,8 +72,9 @@ row = _row  # one row as dumps_with_rows writes it
 string = _string  # a str as JSON text, ASCII-escaped
 
 
-def strings(items: Sequence[str]) -> str:
-    """A list of str as `row` writes it."""
+@functools.lru_cache(maxsize=1024)
+def strings(items: tuple[str, ...]) -> str:
+    """A tuple of str as `row` writes a list of them; cached: a report's rows share a few jail lists."""
     return "[" + ", ".join([_string(item) for item in items]) + "]"
 
 

@@ -313,6 +313,9 @@ _PLAIN_ROW = (
 )
 
 
+_ACTION_JSON = {action: _S(action.value) for action in Action}
+
+
 def _plain_row(change: Change, scope_text: str | None, names: Mapping[str, str]) -> str:
     """`json_text.row(_item(...))` of a change with no listed rule and no outcome, written directly: the
     bulk of a large report (40,000 adds), where the dict and its encoding were a fifth of the command."""
@@ -321,7 +324,7 @@ def _plain_row(change: Change, scope_text: str | None, names: Mapping[str, str])
     return _PLAIN_ROW % (
         _S(change.value),
         "null" if scope_text is None else _S(scope_text),
-        _S(change.action.value),
+        _ACTION_JSON[change.action],
         _S(change.reason),
         json_text.strings(change.jails),
         # Not the cached format_time: a large report's ban times are nearly all distinct, and a cache miss

@@ -177,7 +177,7 @@ class F2B:
             self.changes.append(" ".join(command))
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(str(self.sock))
+            _connect(sock, str(self.sock), timeout)
             sock.sendall(pickle.dumps(list(command), pickle.HIGHEST_PROTOCOL) + _END)
             reply = b""
             while not reply.endswith(_END):
@@ -317,6 +317,20 @@ def db_rows(srv: F2B) -> dict[str, int]:
     """Rows of the server's database tables that hold bans (a short read-only query, fail2ban-facts §8)."""
     with contextlib.closing(sqlite3.connect(f"file:{srv.dbfile}?mode=ro", uri=True, timeout=5)) as db:
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("bans", "bips")}
+
+
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """Connect to the server's socket, again while its queue of connections is full: a busy server (a run
+    reading 10,000 bans) answers EAGAIN at once, where fail2ban-client would wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def stored_bans(srv: F2B) -> set[tuple[str, str]]:
