@@ -150,7 +150,7 @@ SECTIONS: dict[str, Section] = {
         "run.execute, "
         "planner, rules backend, transport and Pacer every 2 minutes (the timer's OnCalendar with its "
         "15 s RandomizedDelaySec) against a model of Cloudflare: one zone of 10,000 rules, the per-user "
-        "quota of 1,200 requests in any 5 minutes told in `Ratelimit` headers, 50 ms per request. Each "
+        "quota of 1,200 requests per fixed 5-minute window told in `Ratelimit` headers, 50 ms per request. Each "
         "host bans 1,000 addresses out of the pool of 10,000 the rules are for; over one simulated hour "
         "each host bans 10 new addresses and 10 of its bans end (1 % churn), and one host gets a burst of "
         "1,000 new bans half-way. Ban to edge: from a new ban (the churn's; the burst has its own column) "
