@@ -32,7 +32,7 @@ hextet = st.sampled_from([0, 0, 0, 1, 0xFFFF]) | st.integers(0, 0xFFFF)
 v6_ints = st.lists(hextet, min_size=8, max_size=8).map(lambda h: int("".join(f"{x:04x}" for x in h), 16))
 
 
-@settings(max_examples=2000)
+@settings(max_examples=100)
 @given(
     v4=st.integers(0, 2**32 - 1), v6=v6_ints | st.integers(0, 2**128 - 1), mapped=st.integers(0, 2**32 - 1)
 )
@@ -45,7 +45,7 @@ def test_compressed_is_ipaddress_text(v4: int, v6: int, mapped: int) -> None:
         assert compressed(ip) == ip.compressed
 
 
-@settings(max_examples=1000)
+@settings(max_examples=100)
 @given(v4=st.integers(0, 2**32 - 1), v6=v6_ints, mapped=st.integers(0, 2**32 - 1), which=st.integers(0, 2))
 def test_keyed_is_compressed_and_the_classifier(v4: int, v6: int, mapped: int, which: int) -> None:
     allowlist = ((), (ipaddress.ip_network("45.0.0.0/8"),), (ipaddress.ip_network("0.0.0.0/1"),))[which]
@@ -70,7 +70,7 @@ zones = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(
 moments = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones)
 
 
-@settings(max_examples=500)
+@settings(max_examples=150)
 @given(
     jails=st.lists(names, max_size=30).map(tuple) | st.lists(names, max_size=30),
     hosts=st.lists(names, min_size=1, max_size=12).map(tuple),
@@ -117,7 +117,7 @@ bans = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(bans=bans, host=st.sampled_from(["web1", "WEB 1", "h" * 480]))
 def test_an_add_is_what_for_banned_makes(bans: list[Ban], host: str) -> None:
     policy = Policy(tag=TAG, host_id=host)
@@ -167,7 +167,7 @@ changes = st.lists(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=150)
 @given(changes=changes)
 def test_writes_are_in_write_key_order(changes: list[Change]) -> None:
     plan = Plan(tuple(changes))
@@ -240,7 +240,7 @@ v6_any = st.sampled_from(["::1", "::ffff:127.0.0.1", "::ffff:104.16.0.1", "2606:
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=150)
 @given(
     ips=st.lists(v4_near | v6_any, max_size=20), jails=st.lists(st.sampled_from(["a", "b", "c"]), min_size=20)
 )
@@ -251,7 +251,7 @@ def test_misconfigured_examples_are_the_plain_ones(
     assert ranges.misconfigured_examples(bans) == _examples_slowly(bans)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(moment=moments)
 def test_when_cached_for_utc_is_the_plain_text(moment: datetime) -> None:
     assert render._when(moment) == render._when_text(moment)
@@ -293,7 +293,7 @@ entries = st.lists(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=150)
 @given(entries=entries)
 def test_merge_is_the_plain_merge(entries: list[BanEntry]) -> None:
     assert merge(entries) == _merge_slowly(entries)

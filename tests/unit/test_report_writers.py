@@ -96,7 +96,7 @@ def test_one_zone_without_as_is_what_tabulate_printed(monkeypatch: pytest.Monkey
 _CELL = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(
     headers=st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8),
                      min_size=1, max_size=5),
@@ -148,7 +148,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=200)
 @given(value=_JSON)
 def test_json_text_is_json_dumps_indented(value: Any) -> None:
     assert json_text.dumps(value) == json.dumps(value, indent=2)
@@ -163,7 +163,7 @@ def _slow_rows(value: dict[str, Any], rows: str) -> str:
     return text
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(
     top=st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
     rows=st.lists(st.dictionaries(st.text(max_size=6), _JSON, max_size=5), max_size=4),
@@ -231,7 +231,7 @@ def test_json_text_refuses_what_json_refuses() -> None:
 # --- fast paths -----------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(
     action=st.sampled_from(Action),
     membership=st.none() | st.sampled_from(Membership),
@@ -251,7 +251,7 @@ def test_planned_is_the_change_the_dataclass_makes(
         fast.reason = "changed"  # type: ignore[misc]
 
 
-@settings(max_examples=500)
+@settings(max_examples=200)
 @given(v4=st.integers(0, 2**32 - 1), v6=st.integers(0, 2**128 - 1))
 def test_compressed_is_ipaddress_compressed(v4: int, v6: int) -> None:
     for ip in (ipaddress.IPv4Address(v4), ipaddress.IPv6Address(v6)):
