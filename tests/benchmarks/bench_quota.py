@@ -18,14 +18,12 @@ import pytest
 
 from reconcile.cloudflare.pacing import Pacer
 from tests.benchmarks import report
-from tests.support.cf_emulator import CloudflareEmulator, checked_emulator
+from tests.benchmarks.bench_figures import LIMIT, SCALE, WINDOW, scaled_emulator
+from tests.support.cf_emulator import CloudflareEmulator
 from tests.support.f2b_server import F2B, running_f2b
 from tests.support.harness import Harness, make_harness
 
-SCALE = 20.0
-LIMIT, WINDOW = 1200, 300.0
 RPM, BUDGET, MAX_SECONDS, TIMER = 200.0, 600, 100.0, 120.0  # the product's defaults
-LATENCY = 0.05  # emulated seconds per request (a WAN round trip)
 MAX_ROUNDS = 30
 
 
@@ -102,13 +100,7 @@ def test_two_hosts_share_the_quota(harness_of: Callable[[F2B, CloudflareEmulator
     with (
         running_f2b() as f1,
         running_f2b() as f2,
-        checked_emulator(
-            rate_limit=LIMIT,
-            rate_window=WINDOW,
-            time_scale=SCALE,
-            latency=LATENCY / SCALE,
-            validate_responses=False,
-        ) as cf,
+        scaled_emulator() as cf,
     ):
         f1.ban("sshd", *one)
         f2.ban("sshd", *two)
@@ -126,13 +118,7 @@ def test_a_neighbour_at_half_the_quota(harness_of: Callable[[F2B, CloudflareEmul
     bans = addresses(2000, "45.203")
     with (
         running_f2b() as f2b,
-        checked_emulator(
-            rate_limit=LIMIT,
-            rate_window=WINDOW,
-            time_scale=SCALE,
-            latency=LATENCY / SCALE,
-            validate_responses=False,
-        ) as cf,
+        scaled_emulator() as cf,
     ):
         f2b.ban("sshd", *bans)
         h = harness_of(f2b, cf)

@@ -90,6 +90,15 @@ class Harness:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def environ(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The command's environment: this one without credentials the test did not give, plus `env`."""
+        environ = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        # The command starts hundreds of times: let Python keep its bytecode (reconcile/__pycache__, git
+        # ignores it) even where the environment says not to, or every run compiles the package anew.
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        environ.update(env or {})
+        return environ
+
     def run(
         self,
         *args: str,
@@ -97,11 +106,7 @@ class Harness:
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        environ = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-        # The command starts hundreds of times: let Python keep its bytecode (reconcile/__pycache__, git
-        # ignores it) even where the environment says not to, or every run compiles the package anew.
-        environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        environ.update(env or {})
+        environ = self.environ(env)
         config = config or self.workdir / "reconcile.toml"
         if not config.exists():
             config = self.config()

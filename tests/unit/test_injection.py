@@ -22,7 +22,7 @@ from reconcile.cloudflare.pacing import Pacer
 from reconcile.cloudflare.rules import Client
 from reconcile.config import Config, from_mapping
 from reconcile.core.model import BanEntry, Fail2banState
-from reconcile.run import Options, execute
+from reconcile.run import Options, Outcome, execute
 
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 EPOCH = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -102,15 +102,13 @@ def state(count: int) -> Fail2banState:
     return Fail2banState(("sshd",), entries)
 
 
-def test_a_run_on_simulated_time_against_a_fake_http_layer(tmp_path: Path) -> None:
-    sim = SimClock()
-    fake = FakeCloudflare(sim)
-    loaded = config(tmp_path)
+def simulated_run(loaded: Config, sim: SimClock, fake: FakeCloudflare) -> Outcome:
+    """A run of 100 bans on `sim`'s time, its HTTP answered by `fake`."""
 
     def client(c: Config, creds: Credentials, pacer: Pacer) -> Client:
         return make_client(c, creds, pacer, session=fake)
 
-    outcome = execute(
+    return execute(
         loaded,
         Credentials(token="t" * 40),
         Options(),
@@ -119,6 +117,12 @@ def test_a_run_on_simulated_time_against_a_fake_http_layer(tmp_path: Path) -> No
         client_factory=client,
         read=lambda _: state(100),
     )
+
+
+def test_a_run_on_simulated_time_against_a_fake_http_layer(tmp_path: Path) -> None:
+    sim = SimClock()
+    fake = FakeCloudflare(sim)
+    outcome = simulated_run(config(tmp_path), sim, fake)
     assert outcome.exit_code == 0 and len(fake.rules) == 100 and fake.limited == 0
     assert outcome.quota is not None and outcome.quota.remaining == 1200 - 101
     # Simulated time passed (the burst, then the spacing at 200 a minute), and only simulated time.
@@ -130,15 +134,6 @@ def test_a_simulated_neighbour_is_kept_in_reserve(tmp_path: Path) -> None:
     sim = SimClock()
     fake = FakeCloudflare(sim, q=300)
     fake.count = 250  # spent before the run, in this window
-    loaded = config(tmp_path)
-    outcome = execute(
-        loaded,
-        Credentials(token="t" * 40),
-        Options(),
-        clock=sim.utcnow,
-        pacer=make_pacer(loaded, clock=sim.monotonic, sleep=sim.sleep),
-        client_factory=lambda c, creds, p: make_client(c, creds, p, session=fake),
-        read=lambda _: state(100),
-    )
+    outcome = simulated_run(config(tmp_path), sim, fake)
     assert outcome.exit_code == 4 and fake.limited == 0
     assert "quota is spent" in str(outcome.applied.stopped if outcome.applied else outcome.error)
