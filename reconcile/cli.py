@@ -268,7 +268,7 @@ def prefetched_then_fresh(
 
 
 def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
-    from reconcile.core import render
+    from reconcile.core import render, report_json
     from reconcile.core.collector import collector_paused
 
     plan = outcome.plan
@@ -279,7 +279,7 @@ def _finish(outcome: Outcome, args: argparse.Namespace, config: Config) -> int:
     # re-scan them all (and the plan behind them) many times over.
     with collector_paused():
         if plan is not None and fmt == "json":
-            text = render.to_json(
+            text = report_json.to_json(
                 plan,
                 outcome.now,
                 outcome.stats,

@@ -8,9 +8,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
 
-from reconcile.core import json_text, notes
+from reconcile.core import notes
 from reconcile.core.applied import Applied, Result, Written
 from reconcile.core.changes import Action, Change, Owner, Plan
 from reconcile.core.model import Rule, Scope
@@ -99,7 +98,7 @@ def _rule_cell(rule: Rule | None, owner: Owner | None, now: datetime) -> str:
     return f"{rule.id[:8]} / {age(rule.created_on, now)} / {owner or '?'}"
 
 
-def _sorted(changes: Sequence[Change]) -> list[Change]:
+def sorted_rows(changes: Sequence[Change]) -> list[Change]:
     # A scope's text made once per scope object, not once per row (str() of a Scope formats an enum).
     texts: dict[int, str] = {}
 
@@ -113,11 +112,11 @@ def _sorted(changes: Sequence[Change]) -> list[Change]:
     return sorted(changes, key=key)
 
 
-def _by_change(applied: Applied | None) -> dict[Change, Written]:
+def by_change(applied: Applied | None) -> dict[Change, Written]:
     return {o.change: o for o in applied.outcomes} if applied else {}
 
 
-def _scopes(plan: Plan) -> list[Scope]:
+def scopes_of(plan: Plan) -> list[Scope]:
     # Told apart by identity first (a plan holds a scope object or two): a Scope hashes in Python.
     distinct = {id(c.scope): c.scope for c in plan.changes if c.scope is not None}
     return sorted(set(distinct.values()), key=str)
@@ -143,7 +142,7 @@ def top_networks(
 
 def _counts_block(plan: Plan) -> str:
     """Counts per action (per zone with several) and per jail: what a 10,000-row report is about."""
-    scopes = _scopes(plan)
+    scopes = scopes_of(plan)
     lines = [f"actions: {_counts_text(plan.changes)}"]
     if len(scopes) > 1:
         lines += [
@@ -169,14 +168,14 @@ def table(
     selection: Selection = Selection(),
     names: Mapping[str, str] | None = None,
 ) -> str:
-    outcomes = _by_change(applied)
+    outcomes = by_change(applied)
     names = names or {}
     filtered = selection.filters  # without a filter, no call per row
-    several = len(_scopes(plan)) > 1
+    several = len(scopes_of(plan)) > 1
     with_asn = any(c.asn for c in plan.changes)
     headers = list(HEADERS) + (["AS"] if with_asn else []) + (["zone"] if several else [])
     rows = []
-    for change in _sorted(plan.changes):
+    for change in sorted_rows(plan.changes):
         if filtered and not selection.shows(change):
             continue
         ban = change.ban
@@ -211,133 +210,6 @@ def table(
     return "\n\n".join(parts)
 
 
-def _owner_json(owner: Owner | None) -> dict[str, Any] | None:
-    return None if owner is None else {"kind": str(owner.kind), "hosts": list(owner.hosts)}
-
-
-def to_json(
-    plan: Plan,
-    now: datetime,
-    stats: Stats,
-    *,
-    unsafe: Sequence[str] = (),
-    applied: Applied | None = None,
-    host_id: str = "",
-    selection: Selection = Selection(),
-    names: Mapping[str, str] | None = None,
-) -> str:
-    outcomes = _by_change(applied)
-    names = names or {}
-    filtered = selection.filters  # without a filter, no call per row
-    items: list[str] = []
-    # A plan has a scope or two: each one's text made once, not once per row (a fifth of the rows' time).
-    last_scope: Scope | None = None
-    scope_text: str | None = None
-    for change in _sorted(plan.changes):
-        if filtered and not selection.shows(change):
-            continue
-        if change.scope is not last_scope:
-            last_scope, scope_text = change.scope, str(change.scope) if change.scope else None
-        if change.rule is None and not (outcomes and change in outcomes):
-            items.append(_plain_row(change, scope_text, names))
-        else:
-            items.append(json_text.row(_item(change, scope_text, now, names, outcomes)))
-    document = {
-        "generated_at": format_time(now),
-        "host_id": host_id,
-        "counts": {str(a): n for a, n in plan.counts().items()},
-        "counts_by_scope": {
-            str(scope): {
-                str(a): n
-                for a, n in Counter(
-                    c.action for c in plan.changes if c.scope is scope or c.scope == scope
-                ).items()
-            }
-            for scope in _scopes(plan)
-        },
-        "top_networks": [{"asn": a, "name": n or None, "banned": c} for a, n, c in top_networks(plan, names)],
-        "incomplete_scopes": [str(s) for s in plan.incomplete],
-        "unsafe": list(unsafe),
-        "api_requests": stats.requests,
-        "seconds": round(stats.seconds, 3),
-        "changes": items,
-    }
-    return json_text.dumps_with_rows(document, "changes", encoded=True)
-
-
-def _item(
-    change: Change,
-    scope_text: str | None,
-    now: datetime,
-    names: Mapping[str, str],
-    outcomes: Mapping[Change, Written],
-) -> dict[str, Any]:
-    """One row of the JSON report: the keys and their order are what programs read."""
-    item: dict[str, Any] = {
-        "ip": change.value,
-        "scope": scope_text,
-        "action": str(change.action),
-        "reason": change.reason,
-        "jails": list(change.jails),
-        "banned_since": format_time(change.ban.since) if change.ban else None,
-        "ban_ends": (format_time(change.ban.until) if change.ban.until else "permanent")
-        if change.ban
-        else None,
-        "rule": None,
-        "hosts": list(change.lease.hosts) if change.lease else None,
-        "notes": change.notes or None,
-        "asn": change.asn,
-        "as_name": names.get(change.asn) if change.asn else None,
-    }
-    if change.rule is not None:
-        created = change.rule.created_on
-        item["rule"] = {
-            "id": change.rule.id,
-            "owner": _owner_json(change.owner),
-            "created_on": format_time(created) if created else None,
-            "age_seconds": int((now - created).total_seconds()) if created else None,
-            "mode": change.rule.mode,
-            "notes": change.rule.notes,
-        }
-    if outcomes and change in outcomes:  # a Change hashes every field: not for a report
-        item["result"] = str(outcomes[change].result)
-        if outcomes[change].detail:
-            item["error"] = outcomes[change].detail
-    return item
-
-
-_S = json_text.string
-_PLAIN_ROW = (
-    '{"ip": %s, "scope": %s, "action": %s, "reason": %s, "jails": %s, "banned_since": %s, "ban_ends": %s, '
-    '"rule": null, "hosts": %s, "notes": %s, "asn": %s, "as_name": %s}'
-)
-
-
-_ACTION_JSON = {action: _S(action.value) for action in Action}
-
-
-def _plain_row(change: Change, scope_text: str | None, names: Mapping[str, str]) -> str:
-    """`json_text.row(_item(...))` of a change with no listed rule and no outcome, written directly: the
-    bulk of a large report (40,000 adds), where the dict and its encoding were a fifth of the command."""
-    ban, lease, asn = change.ban, change.lease, change.asn
-    name = names.get(asn) if asn else None
-    return _PLAIN_ROW % (
-        _S(change.value),
-        "null" if scope_text is None else _S(scope_text),
-        _ACTION_JSON[change.action],
-        _S(change.reason),
-        json_text.strings(change.jails),
-        # Not the cached format_time: a large report's ban times are nearly all distinct, and a cache miss
-        # costs more than the formatting.
-        "null" if ban is None else _S(notes.format_time(ban.since)),
-        "null" if ban is None else _S(notes.format_time(ban.until) if ban.until else "permanent"),
-        "null" if lease is None else json_text.strings(lease.hosts),
-        _S(change.notes) if change.notes else "null",
-        "null" if asn is None else _S(asn),
-        "null" if name is None else _S(name),
-    )
-
-
 def summary_without_plan(stats: Stats) -> str:
     tail = f"{stats.requests} API request{'' if stats.requests == 1 else 's'} in {stats.seconds:.1f} s"
     return tail + (f", {stats.rate_limited} rate-limited" if stats.rate_limited else "")
@@ -355,7 +227,7 @@ def _would(plan: Plan) -> str:
 
 def _per_zone(plan: Plan, applied: Applied | None) -> str:
     """`; zone 023e105f: 2 added, 1 expired` per zone, with several zones; '' with one."""
-    scopes = _scopes(plan)
+    scopes = scopes_of(plan)
     if len(scopes) < 2:
         return ""
     parts = []

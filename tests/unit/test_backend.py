@@ -13,7 +13,7 @@ import pytest
 from reconcile import config as config_mod
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.config import Config
-from reconcile.core import render
+from reconcile.core import render, report_json
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action
 from reconcile.core.model import BanEntry, Fail2banState
@@ -76,7 +76,7 @@ def test_a_failed_write_is_exit_1_and_named_in_the_report(tmp_path: Path) -> Non
     assert outcome.applied is not None and outcome.applied.count(Result.FAILED) == 1
     assert outcome.plan is not None
     assert "1 failed" in render.summary(outcome.plan, outcome.stats, outcome.applied)
-    assert '"error": "POST /fake -> HTTP 400: refused"' in render.to_json(
+    assert '"error": "POST /fake -> HTTP 400: refused"' in report_json.to_json(
         outcome.plan, outcome.now, outcome.stats, applied=outcome.applied
     )
     assert "[failed]" in render.table(outcome.plan, outcome.now, outcome.applied)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tabulate import tabulate
 
-from reconcile.core import json_text, render
+from reconcile.core import json_text, render, report_json
 from reconcile.core.addresses import compressed
 from reconcile.core.changes import Action, Change, Membership, Owner, OwnerKind, Plan, planned
 from reconcile.core.merge import address_of
@@ -185,14 +185,16 @@ def test_the_report_json_is_what_json_dumps_wrote() -> None:
     plan = dataclasses.replace(
         plan, changes=(*plan.changes, Change(Action.SKIP, "\x1b[31m\u202e\ud800", "x"))
     )
-    ours = render.to_json(plan, NOW, render.Stats(3, 1.25), unsafe=["too many"], host_id="web1", names=NAMES)
+    ours = report_json.to_json(
+        plan, NOW, render.Stats(3, 1.25), unsafe=["too many"], host_id="web1", names=NAMES
+    )
     document = json.loads(ours)
     # Character for character what json.dumps writes of the document it holds, a row per line...
     assert ours == _slow_rows(document, "changes")
     # ...and every row, written directly or not, is the row dict programs read.
     rows = [
-        render._item(c, str(c.scope) if c.scope else None, NOW, NAMES, {})
-        for c in render._sorted(plan.changes)
+        report_json._item(c, str(c.scope) if c.scope else None, NOW, NAMES, {})
+        for c in render.sorted_rows(plan.changes)
     ]
     assert document["changes"] == rows
     assert any(c.rule is None for c in plan.changes) and any(c.rule is not None for c in plan.changes)
@@ -208,6 +210,36 @@ def test_the_report_json_is_what_json_dumps_wrote() -> None:
     ]  # fmt: skip
     lines = ours.splitlines()
     assert sum(1 for line in lines if line.startswith('    {"ip": ')) == len(plan.changes)
+
+
+def test_rows_sharing_time_objects_show_each_rows_own_times() -> None:
+    """The JSON writer formats each time object once per report (as fail2ban's reader shares them among
+    bulk bans): rows sharing one, rows with equal times in distinct objects, another zone, a permanent ban
+    and a ban with none all show what `_item` holds for their own ban."""
+    shared_since, shared_until = NOW - timedelta(hours=2), NOW + timedelta(hours=1)
+    plus_two = timezone(timedelta(hours=2))
+    times: list[tuple[datetime, datetime | None]] = [
+        (shared_since, shared_until),
+        (shared_since, shared_until),
+        (NOW - timedelta(hours=2), NOW + timedelta(hours=1)),  # equal values, other objects
+        (shared_since, None),  # permanent
+        ((NOW - timedelta(minutes=7)).astimezone(plus_two), shared_until),
+        (NOW - timedelta(days=400), NOW - timedelta(days=399)),
+    ]
+    changes = [
+        Change(Action.ADD, f"192.0.2.{n}", "banned in sshd", ZONE,
+               Ban(ipaddress.ip_address(f"192.0.2.{n}"), ("sshd",), since, until), jails=("sshd",))
+        for n, (since, until) in enumerate(times, 1)
+    ] + [Change(Action.EXPIRE, "192.0.2.99", "no longer banned", ZONE, None)]  # fmt: skip
+    plan = Plan(tuple(changes), {ZONE: 1})
+    document = json.loads(report_json.to_json(plan, NOW, render.Stats(0, 0.0)))
+    rows = [report_json._item(c, str(ZONE), NOW, {}, {}) for c in render.sorted_rows(plan.changes)]
+    assert document["changes"] == rows
+    shown = {row["ip"]: (row["banned_since"], row["ban_ends"]) for row in document["changes"]}
+    assert shown["192.0.2.4"] == ("2026-12-01T10:00:00Z", "permanent")
+    assert shown["192.0.2.5"] == ("2026-12-01T11:53:00Z", "2026-12-01T13:00:00Z")
+    assert shown["192.0.2.6"] == ("2025-10-27T12:00:00Z", "2025-10-28T12:00:00Z")
+    assert shown["192.0.2.99"] == (None, None)
 
 
 def test_report_cells_skip_the_escape_only_when_it_changes_nothing() -> None:
