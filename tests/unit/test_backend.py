@@ -5,19 +5,24 @@ No fail2ban server and no HTTP: `execute(read=..., backend_factory=...)` takes a
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from reconcile import config as config_mod
+from reconcile import run as run_module
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.config import Config
 from reconcile.core import render, report_json
 from reconcile.core.applied import Result
 from reconcile.core.changes import Action
-from reconcile.core.model import BanEntry, Fail2banState
-from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, ConfigError
+from reconcile.core.merge import merge as core_merge
+from reconcile.core.model import Ban, BanEntry, Fail2banState, RuleListing
+from reconcile.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, CloudflareError, ConfigError
 from reconcile.run import Options, Outcome, execute, exit_code
 from tests.support.fake_backend import FakeBackend
 
@@ -106,6 +111,48 @@ def test_a_report_writes_nothing_and_asks_no_enforcement(tmp_path: Path) -> None
     assert fake.read_only == [True]  # and the backend was told to create nothing to list
     run(tmp_path, fake, *IPS)
     assert fake.read_only == [True, False]
+
+
+def test_the_listing_runs_in_the_callers_thread_while_the_entries_are_merged(tmp_path: Path) -> None:
+    """Cloudflare's listing (pages of waiting) stays in the run's own thread, where Ctrl-C stops it at
+    once; the merge (bounded CPU) is what runs alongside, in a worker."""
+    fake = FakeBackend()
+    listed_in: list[threading.Thread] = []
+    merged_in: list[threading.Thread] = []
+    listings = fake.listings
+
+    def listing(*, read_only: bool = False) -> list[RuleListing]:
+        listed_in.append(threading.current_thread())
+        return listings(read_only=read_only)
+
+    def merging(entries: Iterable[BanEntry]) -> tuple[list[Ban], list[BanEntry]]:
+        merged_in.append(threading.current_thread())
+        return core_merge(entries)
+
+    fake.listings = listing  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "merge", merging)
+        outcome = run(tmp_path, fake, *IPS, report=True)
+    assert outcome.exit_code == EXIT_OK and outcome.plan is not None and len(outcome.plan.changes) == 3
+    assert listed_in == [threading.current_thread()]
+    assert len(merged_in) == 1 and merged_in[0] is not threading.current_thread()
+
+
+def test_a_failed_listing_is_the_runs_error_and_the_merge_still_speaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeBackend()
+
+    def refused(*, read_only: bool = False) -> list[RuleListing]:
+        path = "/zones/x/firewall/access_rules/rules"
+        raise CloudflareError("Authentication error", method="GET", path=path, status=403)
+
+    fake.listings = refused  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="reconcile"):
+        outcome = run(tmp_path, fake, "45.155.205.1", "not-an-ip")
+    assert outcome.exit_code == EXIT_FAILURE and outcome.plan is None and fake.rules == {}
+    assert isinstance(outcome.error, CloudflareError) and "HTTP 403" in str(outcome.error)
+    assert "skipping 'not-an-ip' banned in sshd" in caplog.text
 
 
 # --- [cloudflare] backend keys ----------------------------------------------------------------------------
