@@ -29,7 +29,7 @@ from reconcile.core.applied import Applied, Result
 from reconcile.core.changes import Plan
 from reconcile.core.merge import merge
 from reconcile.core.model import Ban, BanEntry, Fail2banState
-from reconcile.core.planner import with_networks
+from reconcile.core.networks import with_networks
 from reconcile.core.render import Stats
 from reconcile.core.safety import unsafe_reasons
 from reconcile.enrich import asn

@@ -9,7 +9,7 @@ a *leave* (it removes itself and the rule stays for the others). The Plan is pla
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -43,6 +43,12 @@ from reconcile.core.notes import (
 )
 from reconcile.core.plan_text import banned_in, covered_reason, jail_union, others_than
 from reconcile.core.sanitize import hosts_text
+
+# Enum members read once: `Skip.NONE` and the like go through the enum's descriptor (90 ns each in 3.11),
+# and the planner tested several per ban and per listed rule (4 % of planning 100,000 bans).
+_NO_SKIP, _ADD, _RENEW, _FOREIGN = Skip.NONE, Action.ADD, Action.RENEW, Action.FOREIGN
+_ALLOW, _UNTAGGED, _UNKNOWN = OwnerKind.ALLOW, OwnerKind.UNTAGGED, OwnerKind.UNKNOWN
+_LEGACY, _JOIN, _LEAVE = NoteKind.LEGACY, Membership.JOIN, Membership.LEAVE
 
 
 def lease_end(ban: Ban, max_rule_age: timedelta | None) -> datetime | None:
@@ -89,7 +95,7 @@ def _make_plan(
         ip = ban.ip
         value, why = skip.keyed(ip)
         end = ban.until if max_age is None else lease_end(ban, max_age)
-        if why is Skip.NONE and (end is None or end > now):  # nearly every ban: one test first
+        if why is _NO_SKIP and (end is None or end > now):  # nearly every ban: one test first
             desired[value] = (ban, end)
         elif why is Skip.ALLOWLISTED:
             not_desired[value] = (ban, "allowlisted")
@@ -194,7 +200,7 @@ def _plan_scope(
             notes = plain_note(tag, held, mine, since, end)
             if notes is not None:
                 lease = make_lease(held, mine, since, end)
-                changes.append(planned(Action.ADD, value, banned_in(held), scope, ban, None, None, lease,
+                changes.append(planned(_ADD, value, banned_in(held), scope, ban, None, None, lease,
                                        notes, held, ban.ip, None, None))  # fmt: skip
                 continue
         changes.append(_for_banned(scope, ban.ip, value, ban, end, found, policy, now))
@@ -261,7 +267,7 @@ class _Base(NamedTuple):
     def write(
         self, action: Action, reason: str, lease: Lease, policy: Policy, membership: Membership | None = None
     ) -> Change:
-        leave = membership is Membership.LEAVE  # the ban is not this host's any more
+        leave = membership is _LEAVE  # the ban is not this host's any more
         notes = format_note(policy.tag, lease)
         if notes is None:
             # Never a write without the tag (DESIGN §4): the rule stays as it is; a leave ends with the lease.
@@ -294,22 +300,23 @@ def _for_banned(
         return base.write(Action.ADD, banned_in(ban.jails), own, policy)
     rule, note, owner = listed.rule, listed.note, listed.owner
     base = _tuple(_Base, (value, scope, ban, rule, owner, ban.jails, ip, note.asn if note else None))
-    if owner.kind is OwnerKind.ALLOW:
-        return base.keep("an allow rule covers it", Action.FOREIGN)
-    if owner.kind is OwnerKind.UNTAGGED:
-        return base.keep("an untagged rule already covers it", Action.FOREIGN)
-    if owner.kind is OwnerKind.UNKNOWN or note is None:
+    kind = owner.kind
+    if kind is _ALLOW:
+        return base.keep("an allow rule covers it", _FOREIGN)
+    if kind is _UNTAGGED:
+        return base.keep("an untagged rule already covers it", _FOREIGN)
+    if kind is _UNKNOWN or note is None:
         return base.keep("tagged note of unknown format: kept as is")
-    if note.kind is NoteKind.LEGACY:
+    if note.kind is _LEGACY:
         adopted = make_lease(ban.jails, (me,), ban.since, end, note.asn)
-        return base.write(Action.RENEW, "adopting an older script's rule", adopted, policy)
+        return base.write(_RENEW, "adopting an older script's rule", adopted, policy)
     mode_ok = rule.mode == policy.mode
     if me not in note.hosts:
         if not _lease_live(note, now):
             reason = f"{owner}'s lease ended {_until_text(note.until)}; taken over"
             # optional fields survive a rewrite
             taken = make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc)
-            return base.write(Action.RENEW, reason, taken, policy, Membership.TAKE_OVER)
+            return base.write(_RENEW, reason, taken, policy, Membership.TAKE_OVER)
         # Join: the rule stays one rule; its lease covers the longest ban of any host.
         joined = make_lease(
             jail_union(note.jails, ban.jails),
@@ -319,13 +326,13 @@ def _for_banned(
             note.asn,
             note.cc,
         )
-        return base.write(Action.RENEW, f"joining {owner}", joined, policy, Membership.JOIN)
+        return base.write(_RENEW, f"joining {owner}", joined, policy, _JOIN)
     if len(note.hosts) == 1:  # this host alone
         if note.until == end and mode_ok:
             return base.keep("up to date")
         reason = "lease changed" if mode_ok else f"mode {rule.mode} -> {policy.mode}"
         return base.write(
-            Action.RENEW, reason, make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
+            _RENEW, reason, make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
         )
     others = others_than(note.hosts, me)
     covered = note.until is None or (end is not None and note.until >= end)
@@ -340,25 +347,7 @@ def _for_banned(
         note.cc,
     )
     reason = "lease extended" if mode_ok else f"mode {rule.mode} -> {policy.mode}"
-    return base.write(Action.RENEW, reason, shared, policy)
-
-
-def with_networks(plan: Plan, networks: Mapping[IPAddress, tuple[str, str | None]], tag: str) -> Plan:
-    """The plan with looked-up origin AS (and country) in every write's lease (DESIGN §10).
-
-    Only writes change: optional fields never cause a write, they fill in when a rule is written anyway.
-    A fresh lookup wins over an AS carried over from an older note.
-    """
-    changes = []
-    for change in plan.changes:
-        found = networks.get(change.ip) if change.ip is not None and change.lease is not None else None
-        if found is not None and change.lease is not None:
-            lease = replace(change.lease, asn=found[0], cc=found[1])
-            notes = format_note(tag, lease)
-            if notes is not None:  # an AS that would not fit is simply not written
-                change = replace(change, lease=lease, notes=notes, asn=found[0])
-        changes.append(change)
-    return replace(plan, changes=tuple(changes))
+    return base.write(_RENEW, reason, shared, policy)
 
 
 def _for_unbanned(
