@@ -275,13 +275,13 @@ def parse_note(
         return legacy
     if not tagged:
         return None
-    rest = text[len(tag) :]
-    written = _WRITTEN.fullmatch(rest)
+    # Matched from the tag's end, not on a copy of the rest: the pattern has no anchor, so the same match.
+    written = _WRITTEN.fullmatch(text, len(tag))
     if written is not None:
         fast = _parse_written(written)
         if fast is not None:
             return fast
-    return _parse_fields(rest)
+    return _parse_fields(text[len(tag) :])
 
 
 # What format_note writes, field for field: parsed by one regex match, as it is for nearly every listed rule.
@@ -296,7 +296,7 @@ _WRITTEN = re.compile(
 def _parse_written(m: re.Match[str]) -> Note | None:
     """The Note of a note in format_note's exact shape; None to leave a doubtful one to _parse_fields."""
     jail, host, since_text, until_text, asn_text, cc_text = m.groups()
-    hosts = _sorted_names(host.lower())
+    hosts = _sorted_lower_names(host)
     if not hosts or "=" in jail or "=" in host:
         return None
     try:
@@ -316,8 +316,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _sorted_names(text: str) -> tuple[str, ...]:
-    return tuple(sorted(set(_names(text))))
+def _sorted_lower_names(text: str) -> tuple[str, ...]:
+    # Lower-cased inside the cache: the host part is one of a handful, lower() per rule made a copy each.
+    return tuple(sorted(set(_names(text.lower()))))
 
 
 def _parse_fields(rest: str) -> Note:

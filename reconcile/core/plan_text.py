@@ -22,6 +22,12 @@ def covered_reason(others: tuple[str, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
+def joining(hosts: tuple[str, ...]) -> str:
+    """`f"joining {owner}"` for the owner of a lease with these hosts (Owner.__str__: their hosts_text)."""
+    return f"joining {hosts_text(hosts)}"
+
+
+@functools.lru_cache(maxsize=1024)
 def jail_union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({*a, *b}))
 

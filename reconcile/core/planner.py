@@ -41,7 +41,7 @@ from reconcile.core.notes import (
     parse_note,
     plain_note,
 )
-from reconcile.core.plan_text import banned_in, covered_reason, jail_union, others_than
+from reconcile.core.plan_text import banned_in, covered_reason, jail_union, joining, others_than
 from reconcile.core.sanitize import hosts_text
 
 # Enum members read once: `Skip.NONE` and the like go through the enum's descriptor (90 ns each in 3.11),
@@ -326,7 +326,7 @@ def _for_banned(
             note.asn,
             note.cc,
         )
-        return base.write(_RENEW, f"joining {owner}", joined, policy, _JOIN)
+        return base.write(_RENEW, joining(note.hosts), joined, policy, _JOIN)
     if len(note.hosts) == 1:  # this host alone
         if note.until == end and mode_ok:
             return base.keep("up to date")

@@ -205,6 +205,13 @@ def test_others_than_is_the_plain_filter(hosts: tuple[str, ...], me: str) -> Non
     assert plan_text.others_than(hosts, me) == tuple(h for h in hosts if h != me)
 
 
+@settings(max_examples=50)
+@given(hosts=st.lists(names, min_size=1, max_size=6).map(tuple))
+def test_joining_is_the_owners_text(hosts: tuple[str, ...]) -> None:
+    """The join's reason, made once per host set: what f"joining {owner}" gave for the rule's owner."""
+    assert plan_text.joining(hosts) == f"joining {Owner(OwnerKind.HOSTS, hosts)}"
+
+
 @given(jail=names, value=names, start=moments, end=st.none() | moments)
 def test_fast_entry_and_ban_equal_the_dataclasses(
     jail: str, value: str, start: datetime, end: datetime | None
