@@ -113,7 +113,8 @@ def _make_plan(
         scope_changes, count = _plan_scope(listing, desired, not_desired, policy, now)
         managed[listing.scope] = count
         changes.extend(scope_changes)
-        ruled.update(c.value for c in scope_changes if c.rule is not None and c.ip is not None)
+        if not_desired:  # only they are looked up in it (nearly always none: a pass over every change)
+            ruled.update(c.value for c in scope_changes if c.rule is not None and c.ip is not None)
     for value, (ban, reason) in not_desired.items():
         if value not in ruled:
             changes.append(Change(Action.SKIP, value, reason, ban=ban, jails=ban.jails, ip=ban.ip))
