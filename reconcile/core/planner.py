@@ -335,10 +335,9 @@ def _for_banned(
         return base.write(
             _RENEW, reason, make_lease(ban.jails, (me,), ban.since, end, note.asn, note.cc), policy
         )
-    others = others_than(note.hosts, me)
     covered = note.until is None or (end is not None and note.until >= end)
     if covered and mode_ok:
-        return base.keep(covered_reason(others))
+        return base.keep(covered_reason(others_than(note.hosts, me)))
     shared = make_lease(
         jail_union(note.jails, ban.jails),
         note.hosts,
