@@ -99,8 +99,7 @@ class Classifier:
         """`(compressed(ip), self(ip))` in one call, an IPv4 address's integer read once: the planner asks
         both for every ban. The same pair: tests/unit/test_plan_speed.py compares."""
         if type(ip) is ipaddress.IPv4Address:
-            # The integer ipaddress keeps: int(ip) runs its Python __int__, a frame per ban for that value.
-            n: int = ip._ip  # type: ignore[attr-defined]
+            n = int(ip)
             starts, kinds = self._v4
             text = "%d.%d.%d.%d" % (n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255)  # noqa: UP031
             return text, kinds[bisect.bisect_right(starts, n) - 1]
