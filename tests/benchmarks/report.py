@@ -111,7 +111,9 @@ SECTIONS: dict[str, Section] = {
         "The installed command, `reconcile --report -q` with `--format table` and `--format json`, over "
         "40,000 bans in one jail of a real fail2ban-server and an empty zone (emulator latency 50 ms), "
         "against the bare `fail2ban-client` calls it makes, one after another: `status`, "
-        "`get sshd banip --with-time`, `get dbfile`. Interleaved runs, medians.",
+        "`get sshd banip --with-time`, `get dbfile`. Interleaved runs, medians, with the fleet simulation "
+        "(section 9, in the background of the session) stopped meanwhile: the target's constant second does "
+        "not scale with the share of the machine that simulation takes.",
         (
             "format",
             "bans",
