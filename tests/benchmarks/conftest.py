@@ -16,6 +16,8 @@ from tests.support.harness import Harness, make_harness
 _STARTED = time.monotonic()
 
 
+# trylast: after -k and -m have deselected, so a run of one figure does not start the fleet's 15 minutes.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
