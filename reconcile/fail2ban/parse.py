@@ -4,6 +4,7 @@ and a jail's ban times. No IO (merging bans per address is core/merge.py's)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from dateutil import tz as dateutil_tz
@@ -17,6 +18,12 @@ _TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
 # `IP<SPACE><TAB>START + SECONDS = END` (banmanager.py getBanList). The IP field is whatever was banned,
 # spaces included, so it runs up to the separator rather than being \S+.
 _BAN_LINE = re.compile(rf"(?P<value>.+?) \t(?P<start>{_TIME}) \+ (?P<seconds>-?\d+) = (?P<end>{_TIME})")
+# The same for every line of an answer at once, loosely: the value, and the rest of the line, which bans
+# share and which is checked against _TIMES once per distinct text. Where that rest is right, the split is
+# _BAN_LINE's: both take the first ' \t' after which the line can be read (_BAN_LINE's times start with a
+# digit and a year, as this does), and a check of the rest decides the same.
+_BAN_LINES = re.compile(r"^(.+?) \t(\d{4}-.*)$", re.MULTILINE)
+_TIMES = re.compile(rf"({_TIME}) \+ (-?\d+) = ({_TIME})")
 # fail2ban prints its time stamps truncated to the second and its ban time with %d, so END may trail
 # START + SECONDS by a second (more after a prolonged re-ban); enough slack to tell two DST folds apart.
 _END_SLACK = timedelta(seconds=5)
@@ -50,6 +57,31 @@ def parse_banip_with_time(jail: str, output: str, tz: tzinfo) -> list[BanEntry]:
     text = output.rstrip("\n")
     if not text.strip():
         return []  # fail2ban prints one empty line when the jail holds no bans
+    # Every line in one C call (40,000 fullmatch calls, with their groups, were most of the parse). A match
+    # never spans lines, so as many matches as lines means every line matched; otherwise, or when a time
+    # does not read (its error may not be the first line's), the line-by-line reading decides, as ever.
+    rows = _BAN_LINES.findall(text)
+    if len(rows) == text.count("\n") + 1:
+        try:
+            return _entries(jail, rows, tz)
+        except (ValueError, ArithmeticError):
+            pass
+    return _parse_lines(jail, text, tz)
+
+
+def _entries(jail: str, rows: list[tuple[str, str]], tz: tzinfo) -> list[BanEntry]:
+    """Entries of (value, "START + SECONDS = END") pairs; each distinct time text is read once."""
+    times = {}
+    for key in {key for _, key in rows}:
+        m = _TIMES.fullmatch(key)
+        if m is None:
+            raise ValueError(f"not 'START + SECONDS = END': {_quote(key)}")
+        times[key] = _ban_times(m.groups(), tz)
+    return [ban_entry(jail, value, *times[key]) for value, key in rows]
+
+
+def _parse_lines(jail: str, text: str, tz: tzinfo) -> list[BanEntry]:
+    """parse_banip_with_time's definition, a line at a time: the error names the first line that is wrong."""
     entries = []
     # bulk bans share their times: each distinct (START, SECONDS, END) is localized and added up once
     times: dict[tuple[str, ...], tuple[datetime, datetime | None]] = {}
@@ -104,14 +136,19 @@ def _entry(
     key = tuple(fields)
     known = times.get(key)
     if known is None:
-        seconds = int(m.group("seconds"))
-        start_wall = datetime.fromisoformat(m.group("start"))
-        if seconds == -1:  # permanent (ticket.py); END is the 9999-12-31 placeholder
-            start = _localize(start_wall, tz, None)
-        else:
-            start = _localize(start_wall, tz, (seconds, datetime.fromisoformat(m.group("end"))))
-        known = times[key] = (start, None if seconds == -1 else plus_seconds(start, seconds))
+        known = times[key] = _ban_times(fields, tz)
     return ban_entry(jail, value, *known)
+
+
+def _ban_times(fields: Sequence[str], tz: tzinfo) -> tuple[datetime, datetime | None]:
+    """A ban's start and end in UTC from fail2ban's (START, SECONDS, END) texts (end None: permanent)."""
+    start_text, seconds_text, end_text = fields
+    seconds = int(seconds_text)
+    start_wall = datetime.fromisoformat(start_text)
+    if seconds == -1:  # permanent (ticket.py); END is the 9999-12-31 placeholder
+        return _localize(start_wall, tz, None), None
+    start = _localize(start_wall, tz, (seconds, datetime.fromisoformat(end_text)))
+    return start, plus_seconds(start, seconds)
 
 
 def _localize(wall: datetime, tz: tzinfo, check: tuple[int, datetime] | None) -> datetime:
