@@ -153,12 +153,9 @@ class _Fault:
     path: str | None
     remaining: int
     delay: float
-    page: int | None = None  # only that page of a listing (`page=` in the query)
 
-    def matches(self, method: str, path: str, query: list[tuple[str, str]]) -> bool:
+    def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
-            return False
-        if self.page is not None and ("page", str(self.page)) not in query:
             return False
         return self.path is None or re.search(self.path, path) is not None
 
@@ -719,10 +716,8 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         path: str | None = None,
         count: int = 1,
         delay: float = 0.0,
-        page: int | None = None,
     ) -> None:
-        """The next `count` requests matching method (exact), path (re.search) and, given, the listing's
-        `page` get the fault `kind` (by page: the client may ask for several pages at once)."""
+        """The next `count` requests matching method (exact) and path (re.search) get the fault `kind`."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
         if count < 1:
@@ -730,13 +725,13 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         if path is not None:
             re.compile(path)
         with self._lock:
-            self._faults.append(_Fault(kind, method, path, count, delay, page))
+            self._faults.append(_Fault(kind, method, path, count, delay))
 
     # ------------------------------------------------------------------------------- dispatch
 
-    def _take_fault(self, method: str, path: str, query: list[tuple[str, str]]) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
-            if fault.matches(method, path, query):
+            if fault.matches(method, path):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)
@@ -867,7 +862,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         with self._lock:
             limited = self._rate_check()
             quota = self._quota_headers()
-            fault = None if limited is not None else self._take_fault(inc.method, inc.path, inc.query)
+            fault = None if limited is not None else self._take_fault(inc.method, inc.path)
             earlier = list(self._in_flight.get(key, ()))
             if fault is not None and fault.kind in ORDERED_FAULTS:
                 done_event = threading.Event()
