@@ -15,15 +15,17 @@ from reconcile.fail2ban.restore import JailTimes
 _NUMBER_LINE = re.compile(r"\|- Number of jail:\s*(\d+)")
 _LIST_LINE = re.compile(r"`- Jail list:(.*)")
 _TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+# `START + SECONDS = END`, the part of a ban line that bulk bans share.
+_TIMES_TEXT = rf"({_TIME}) \+ (-?\d+) = ({_TIME})"
+_TIMES = re.compile(_TIMES_TEXT)
 # `IP<SPACE><TAB>START + SECONDS = END` (banmanager.py getBanList). The IP field is whatever was banned,
-# spaces included, so it runs up to the separator rather than being \S+.
-_BAN_LINE = re.compile(rf"(?P<value>.+?) \t(?P<start>{_TIME}) \+ (?P<seconds>-?\d+) = (?P<end>{_TIME})")
+# spaces included, so it runs up to the separator rather than being \S+. Groups read by position.
+_BAN_LINE = re.compile(rf"(.+?) \t{_TIMES_TEXT}")
 # The same for every line of an answer at once, loosely: the value, and the rest of the line, which bans
 # share and which is checked against _TIMES once per distinct text. Where that rest is right, the split is
 # _BAN_LINE's: both take the first ' \t' after which the line can be read (_BAN_LINE's times start with a
 # digit and a year, as this does), and a check of the rest decides the same.
 _BAN_LINES = re.compile(r"^(.+?) \t(\d{4}-.*)$", re.MULTILINE)
-_TIMES = re.compile(rf"({_TIME}) \+ (-?\d+) = ({_TIME})")
 # fail2ban prints its time stamps truncated to the second and its ban time with %d, so END may trail
 # START + SECONDS by a second (more after a prolonged re-ban); enough slack to tell two DST folds apart.
 _END_SLACK = timedelta(seconds=5)
@@ -74,8 +76,8 @@ def _entries(jail: str, rows: list[tuple[str, str]], tz: tzinfo) -> list[BanEntr
     times = {}
     for key in {key for _, key in rows}:
         m = _TIMES.fullmatch(key)
-        if m is None:
-            raise ValueError(f"not 'START + SECONDS = END': {_quote(key)}")
+        if m is None:  # the line-by-line reading says which line, and how
+            raise ValueError(key)
         times[key] = _ban_times(m.groups(), tz)
     return [ban_entry(jail, value, *times[key]) for value, key in rows]
 
