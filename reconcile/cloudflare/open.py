@@ -47,7 +47,7 @@ def make_client(
 ) -> Client:
     """The client every backend talks through; paced by `pacer`, else by a new one that starts now.
 
-    `options` (sleep, per_page, session) are for tests.
+    `options` (sleep, per_page, pages_at_once, session) are for tests and the fleet simulation.
     """
     from reconcile.cloudflare.rules import Client
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
 # Seconds of watching (or of a window) that tell a pace from a burst (see Pacer.others_rate).
 RATE_SPAN = 30.0
+# The most requests of one run in flight at once (a listing's pages, paging.py). Answers to requests in flight
+# together may be counted by the server in another order than they started: `r` may rise by up to this much
+# between two answers without the window having reset.
+IN_FLIGHT = 4
 
 
 class QuotaSpent(BudgetExhausted):
@@ -54,6 +59,7 @@ class Seen:
     quota: Quota
     at: float
     ours: int
+    alone: bool = True  # no other request of ours was in flight: the server's count holds exactly `ours`
 
 
 class Pacer:
@@ -104,20 +110,47 @@ class Pacer:
         self._others_span = 0.0
         self._window_ours = 0  # our requests counted before the current window began
         self.waited_for_reset = 0.0
+        # Several threads (a listing's pages) start requests and observe answers: one at a time here. acquire
+        # sleeps holding it, which is the spacing: the next start waits for the one before it.
+        self._lock = threading.Lock()
+        self._outstanding: set[int] = set()  # requests started and not yet answered (or given up on)
+        self._overlapped: set[int] = set()  # of those, the ones that were in flight together with another
 
     # --- the quota ---
 
-    def observe(self, quota: Quota | None) -> None:
-        """An answer arrived (with what it said of the quota, or None): the transport calls this each time."""
-        if quota is None:
+    def observe(self, quota: Quota | None, ours: int | None = None) -> None:
+        """An answer arrived (with what it said of the quota, or None): the transport calls this each time.
+
+        `ours` is the number acquire gave its request (None: the last one started). Of answers to requests
+        in flight together only the newest counts: an older one arriving later says less of the quota."""
+        with self._lock:
+            number = self.requests if ours is None else ours
+            alone = number not in self._overlapped
+            self._settle(number)
+            if quota is not None:
+                self._observe(quota, number, alone)
+
+    def finished(self, ours: int) -> None:
+        """Request `ours` ended without an answer (a timeout, a reset): it is no longer in flight."""
+        with self._lock:
+            self._settle(ours)
+
+    def _settle(self, ours: int) -> None:
+        self._outstanding.discard(ours)
+        self._overlapped.discard(ours)
+
+    def _observe(self, quota: Quota, ours: int, alone: bool) -> None:
+        last = self.seen
+        if last is not None and ours < last.ours:
             return
         now = self.clock()
-        seen = Seen(quota, now, self.requests)
-        last = self.seen
+        seen = Seen(quota, now, ours, alone)
         if last is not None and not _reset_between(last, seen):
-            ours = seen.ours - last.ours
-            self.others_spent += max(0, last.quota.remaining - quota.remaining - ours)
-            self._others_span += max(0.0, now - last.at)
+            if alone and last.alone:
+                # Only between answers to requests sent one at a time does the server's count say exactly
+                # what the others spent: with several in flight it may count them in another order.
+                self.others_spent += max(0, last.quota.remaining - quota.remaining - (ours - last.ours))
+                self._others_span += max(0.0, now - last.at)
         elif last is not None:
             self._window_ours = last.ours
         self.seen = seen
@@ -202,10 +235,20 @@ class Pacer:
             return False
         return self.left(now) - self.reserve(now) >= PLENTY_BURSTS * self.burst
 
+    def plentiful_now(self) -> bool:
+        """plentiful() at the pacer's clock, for a caller in another thread than the requests."""
+        with self._lock:
+            return self.plentiful(self.clock())
+
     # --- one request ---
 
-    def acquire(self, what: str) -> None:
-        """Wait until the next request may start, then count it; BudgetExhausted if it may not."""
+    def acquire(self, what: str) -> int:
+        """Wait until the next request may start, then count it and return its number (1 for the run's first);
+        BudgetExhausted if it may not."""
+        with self._lock:
+            return self._acquire(what)
+
+    def _acquire(self, what: str) -> int:
         if self.requests >= self.max_requests:
             raise BudgetExhausted(f"request budget of {self.max_requests} used up (next was {what})")
         now = self.clock()
@@ -232,6 +275,10 @@ class Pacer:
             self._first = start
         self._last = start
         self.requests += 1
+        if self._outstanding:  # the server may count these in another order than they started
+            self._overlapped.update(self._outstanding, (self.requests,))
+        self._outstanding.add(self.requests)
+        return self.requests
 
     def _refill(self, now: float) -> None:
         since = now - (self._last if self._last is not None else self._started)
@@ -281,8 +328,9 @@ class Pacer:
 
 def _reset_between(earlier: Seen, later: Seen) -> bool:
     """The window reset between two answers: the first one's reset time passed, or more is left than
-    before (nothing but a reset gives requests back)."""
-    return later.at >= earlier.at + earlier.quota.reset or later.quota.remaining > earlier.quota.remaining
+    before (nothing but a reset gives requests back, beyond what requests in flight together may)."""
+    gave_back = later.quota.remaining - earlier.quota.remaining
+    return later.at >= earlier.at + earlier.quota.reset or gave_back > IN_FLIGHT - 1
 
 
 def backoff(

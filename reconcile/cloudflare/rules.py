@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
-from reconcile.cloudflare import permissions
+from reconcile.cloudflare import paging, permissions
 from reconcile.cloudflare.answers import show, timestamp, whole
 from reconcile.cloudflare.backend import Found, ScopeFound, ZoneEnforcement
 from reconcile.cloudflare.credentials import Credentials
@@ -55,6 +55,7 @@ class Client(Transport):
         retries: int = 3,
         sleep: Callable[[float], None] | None = None,
         per_page: int = 1000,
+        pages_at_once: int = paging.PAGES_AT_ONCE,
         session: Session | None = None,
     ) -> None:
         if not (per_page == 1 or (per_page % 5 == 0 and 5 <= per_page <= 1000)):
@@ -64,6 +65,7 @@ class Client(Transport):
             base_url, credentials, pacer=pacer, timeout=timeout, retries=retries, session=session, **options
         )
         self.per_page = per_page
+        self.pages_at_once = pages_at_once  # 1 for a simulation whose clock runs one thread at a time
 
     def list_rules(self, scope: Scope, notes_filter: str = "") -> list[Rule]:
         """Every rule of `scope` whose notes contain `notes_filter` (case-insensitive, server-side; "" = all).
@@ -142,41 +144,54 @@ class Client(Transport):
         """All pages of one filtered listing (DESIGN §6 "Listing never ends early")."""
         rules: list[Rule] = []
         seen: set[str] = set()
-        page = 1
-        while True:
-            query = {**filters, "page": str(page), "per_page": str(self.per_page)}
-            shown = show(scope.rules_path, query)
-            try:
-                document = self.envelope("GET", shown, self.send("GET", shown, None))
-                result = document["result"]
-                if not isinstance(result, list):
-                    raise CloudflareError(
-                        f"result is {type(result).__name__}, not a list of rules", method="GET", path=shown
-                    )
-                batch = [_parse_rule(item, scope, "GET", shown) for item in result]
-            except RateLimited:
-                raise
-            except CloudflareError as exc:
-                raise IncompleteListing(scope, tuple(rules), exc) from exc
-            # Offset pages shift while other hosts write; keep the first copy of a rule seen twice.
-            new = [rule for rule in batch if rule.id not in seen]
-            seen.update(rule.id for rule in new)
-            rules.extend(new)
-            size, pages = _paging(document.get("result_info"), self.per_page)
-            # The page size is the one the server says it used: a server that clamps 1000 to 50 still
-            # has more pages after a page of 50.
-            if not batch or len(batch) < size or (pages is not None and page >= pages):
-                return rules
-            if not new:
-                # Asking on would only spend the run's budget on the same page again.
-                cause = CloudflareError(
-                    f"page {page} is full but brings no rule not seen before (server ignores `page`?)",
-                    method="GET",
-                    path=shown,
-                    status=200,
-                )
-                raise IncompleteListing(scope, tuple(rules), cause)
-            page += 1
+        pages = paging.in_order(lambda number: self._page(scope, filters, number), self._pages_at_once)
+        try:
+            for page in pages:
+                # Offset pages shift while other hosts write; keep the first copy of a rule seen twice.
+                new = [rule for rule in page.items if rule.id not in seen]
+                seen.update(rule.id for rule in new)
+                rules.extend(new)
+                # The page size is the one the server says it used: a server that clamps 1000 to 50 still
+                # has more pages after a page of 50.
+                if (
+                    not page.items
+                    or len(page.items) < page.size
+                    or (page.pages is not None and page.number >= page.pages)
+                ):
+                    return rules
+                if not new:
+                    break  # asking on would only spend the run's budget on the same page again
+        except RateLimited:
+            raise
+        except CloudflareError as exc:
+            pages.close()  # the pages still in flight are answered first: one of them may have met a 429
+            self._refuse_after_429("GET", exc.path or scope.rules_path)
+            raise IncompleteListing(scope, tuple(rules), exc) from exc
+        finally:
+            pages.close()
+        cause = CloudflareError(
+            f"page {page.number} is full but brings no rule not seen before (server ignores `page`?)",
+            method="GET",
+            path=page.shown,
+            status=200,
+        )
+        raise IncompleteListing(scope, tuple(rules), cause)
+
+    def _pages_at_once(self) -> int:
+        return self.pages_at_once if self.pacer.plentiful_now() else 1
+
+    def _page(self, scope: Scope, filters: Mapping[str, str], number: int) -> paging.Page[Rule]:
+        query = {**filters, "page": str(number), "per_page": str(self.per_page)}
+        shown = show(scope.rules_path, query)
+        document = self.envelope("GET", shown, self.send("GET", shown, None))
+        result = document["result"]
+        if not isinstance(result, list):
+            raise CloudflareError(
+                f"result is {type(result).__name__}, not a list of rules", method="GET", path=shown
+            )
+        batch = [_parse_rule(item, scope, "GET", shown) for item in result]
+        size, pages = _paging(document.get("result_info"), self.per_page)
+        return paging.Page(number, shown, batch, size, pages)
 
 
 def _rule_path(scope: Scope, rule_id: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,6 +124,7 @@ class Transport:
         self._own_session = session is None
         self._session: Session = session if session is not None else requests.Session()
         self._blocked: RateLimited | None = None
+        self._counting = threading.Lock()  # a listing's pages are sent from several threads
         self.requests = 0
         self.rate_limited = 0
         self.retried = 0
@@ -193,8 +195,7 @@ class Transport:
 
     def send(self, method: str, shown: str, body: Any, *, authenticated: bool = True) -> Answer:
         """One request with bounded retries on 5xx and transport errors; 429 stops everything."""
-        if self._blocked is not None:
-            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
+        self._refuse_after_429(method, shown)
         url = self.base_url + shown
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if authenticated:
@@ -214,22 +215,31 @@ class Transport:
                     problem,
                 )
                 self._sleep(delay)
-                self.retried += 1
-            self._pacer.acquire(f"{method} {shown}")
-            self.requests += 1
+                with self._counting:
+                    self.retried += 1
+            number = self._pacer.acquire(f"{method} {shown}")
+            if self._blocked is not None:  # another thread's request met a 429 meanwhile: not sent
+                self._pacer.finished(number)
+                self._refuse_after_429(method, shown)
+            with self._counting:
+                self.requests += 1
             # A request never outlives the run's time limit by more than a second.
             timeout = max(1.0, min(self.timeout, self._pacer.remaining()))
             started = self._pacer.clock()
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    json=body,
-                    headers=headers,
-                    timeout=timeout,
-                    verify=True,  # explicit: overrides a session that was handed in with verify=False
-                    allow_redirects=False,  # an API redirect is unexpected; never resend credentials
-                )
+                try:
+                    response = self._session.request(
+                        method,
+                        url,
+                        json=body,
+                        headers=headers,
+                        timeout=timeout,
+                        verify=True,  # explicit: overrides a session that was handed in with verify=False
+                        allow_redirects=False,  # an API redirect is unexpected; never resend credentials
+                    )
+                except BaseException:
+                    self._pacer.finished(number)  # no answer to observe: no longer in flight
+                    raise
             except requests.Timeout as exc:
                 problem, status = f"no answer within {timeout:g} s ({type(exc).__name__})", None
                 lost = lost or _may_have_arrived(exc)
@@ -249,9 +259,10 @@ class Transport:
             self.last_date = http_date(response.headers.get("Date"))
             epoch = self.last_date.timestamp() if self.last_date is not None else None
             # Every answer, 429s and errors included, says what is left of the account's quota.
-            self._pacer.observe(quota(response.headers, epoch))
+            self._pacer.observe(quota(response.headers, epoch), number)
             if response.status_code == 429:
-                self.rate_limited += 1
+                with self._counting:
+                    self.rate_limited += 1
                 self._blocked = RateLimited(
                     method=method, path=shown, retry_after=retry_after(response.headers.get("retry-after"))
                 )
@@ -269,6 +280,10 @@ class Transport:
             path=shown,
             status=status,
         )
+
+    def _refuse_after_429(self, method: str, shown: str) -> None:
+        if self._blocked is not None:
+            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
 
     def envelope(self, method: str, shown: str, answer: Answer) -> dict[str, Any]:
         """A successful envelope (with its `result`); otherwise the one CloudflareError that explains it."""

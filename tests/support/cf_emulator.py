@@ -153,9 +153,12 @@ class _Fault:
     path: str | None
     remaining: int
     delay: float
+    page: int | None = None  # only that page of a listing (`page=` in the query)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: list[tuple[str, str]]) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.page is not None and ("page", str(self.page)) not in query:
             return False
         return self.path is None or re.search(self.path, path) is not None
 
@@ -716,8 +719,10 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         path: str | None = None,
         count: int = 1,
         delay: float = 0.0,
+        page: int | None = None,
     ) -> None:
-        """The next `count` requests matching method (exact) and path (re.search) get the fault `kind`."""
+        """The next `count` requests matching method (exact), path (re.search) and, given, the listing's
+        `page` get the fault `kind` (by page: the client may ask for several pages at once)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
         if count < 1:
@@ -725,13 +730,13 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         if path is not None:
             re.compile(path)
         with self._lock:
-            self._faults.append(_Fault(kind, method, path, count, delay))
+            self._faults.append(_Fault(kind, method, path, count, delay, page))
 
     # ------------------------------------------------------------------------------- dispatch
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str, query: list[tuple[str, str]]) -> _Fault | None:
         for fault in self._faults:
-            if fault.matches(method, path):
+            if fault.matches(method, path, query):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)
@@ -862,7 +867,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         with self._lock:
             limited = self._rate_check()
             quota = self._quota_headers()
-            fault = None if limited is not None else self._take_fault(inc.method, inc.path)
+            fault = None if limited is not None else self._take_fault(inc.method, inc.path, inc.query)
             earlier = list(self._in_flight.get(key, ()))
             if fault is not None and fault.kind in ORDERED_FAULTS:
                 done_event = threading.Event()

@@ -200,11 +200,9 @@ def inject_at(cf: CloudflareEmulator, kind: str, step: str, count: int, delay: f
 
     `delay` only matters for "delay" and "late": they answer once the client gave up, at the latest then.
     """
-    if step == "later page":
-        # The emulator matches paths without the query, so page 1 takes a 0 s delay (no fault at all)
-        # and the fault queued behind it hits the next GET: page 2.
-        cf.inject("delay", method="GET", count=1)
-    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=delay if kind in ("delay", "late") else 0.0)
+    page = 2 if step == "later page" else None  # by page: pages after the first may go out together
+    wait = delay if kind in ("delay", "late") else 0.0
+    cf.inject(kind, method=FAULT_STEPS[step], count=count, delay=wait, page=page)
 
 
 def clear_faults(cf: CloudflareEmulator) -> None:

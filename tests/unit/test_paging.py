@@ -1,0 +1,262 @@
+"""A listing's pages asked for several at a time (reconcile/cloudflare/paging.py), and what that asks of the
+Pacer and the rules client: the same rules and the same errors as one page at a time, a bounded number of
+pages asked for beyond the end, and only while the quota is plentiful."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from reconcile.cloudflare import paging
+from reconcile.cloudflare.answers import Quota
+from reconcile.cloudflare.credentials import Credentials
+from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.rules import Client, IncompleteListing
+from reconcile.core.model import Scope, ScopeKind
+from reconcile.errors import CloudflareError, RateLimited
+
+ZONE = Scope(ScopeKind.ZONE, "023e105f4ecef8ad9ca31a8372d0c353")
+
+
+class Fetcher:
+    """fetch(n) for in_order: `pages` pages of `size`, a short wait each; records what was asked, and how
+    many were in flight at most."""
+
+    def __init__(self, pages: int, *, fail: int | None = None, wait: float = 0.01) -> None:
+        self.pages, self.fail, self.wait = pages, fail, wait
+        self.asked: list[int] = []
+        self.beside: list[int] = []  # for each page asked for, how many others were in flight then
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, number: int) -> paging.Page[int]:
+        with self._lock:
+            self.asked.append(number)
+            self.beside.append(self.in_flight)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            # Later pages answer sooner: the order they come back in is not the order they were asked in.
+            time.sleep(self.wait / number)
+            if number == self.fail:
+                raise CloudflareError(f"page {number} failed", method="GET", path=f"?page={number}")
+            items = [number * 10 + i for i in range(10)] if number <= self.pages else []
+            return paging.Page(number, f"?page={number}", items, 10, self.pages)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def read_all(fetch: Fetcher, at_once: int) -> list[int]:
+    got: list[int] = []
+    pages = paging.in_order(fetch, lambda: at_once)
+    try:
+        for page in pages:
+            got.append(page.number)
+            if page.number >= fetch.pages:
+                return got
+    finally:
+        pages.close()
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("at_once", [1, 2, 4])
+def test_pages_come_in_page_order_whatever_order_they_are_answered_in(at_once: int) -> None:
+    fetch = Fetcher(10)
+    assert read_all(fetch, at_once) == list(range(1, 11))
+    assert sorted(fetch.asked) == list(range(1, 11))  # each page once, none beyond the last
+    assert fetch.most_in_flight == at_once
+
+
+def test_one_at_a_time_when_the_caller_says_so_mid_listing() -> None:
+    fetch = Fetcher(10)
+    widths = iter([4, 4, 4] + [1] * 20)
+    pages = paging.in_order(fetch, lambda: next(widths))
+    seen = [page.number for _, page in zip(range(10), pages, strict=False)]
+    pages.close()
+    assert seen == list(range(1, 11)) and sorted(fetch.asked) == seen
+    assert max(fetch.beside) > 0  # at first, pages went together
+    # Once the quota stopped being plentiful, no page went out beside another.
+    assert fetch.beside[-3:] == [0, 0, 0]
+
+
+def test_an_error_comes_where_its_page_would_and_few_pages_are_asked_beyond_it() -> None:
+    fetch = Fetcher(50, fail=3)
+    got: list[int] = []
+    with pytest.raises(CloudflareError, match="page 3 failed"):
+        for page in paging.in_order(fetch, lambda: paging.PAGES_AT_ONCE):
+            got.append(page.number)
+    assert got == [1, 2]
+    # Page 3's error is raised once every page asked for is answered: at most PAGES_AT_ONCE - 1 beyond it.
+    assert max(fetch.asked) <= 3 + paging.PAGES_AT_ONCE - 1
+    assert fetch.in_flight == 0
+
+
+def test_closing_early_cancels_what_has_not_started() -> None:
+    fetch = Fetcher(1000)
+    pages = paging.in_order(fetch, lambda: paging.PAGES_AT_ONCE)
+    assert [next(pages).number, next(pages).number] == [1, 2]
+    pages.close()
+    assert len(fetch.asked) <= 2 + paging.PAGES_AT_ONCE and fetch.in_flight == 0
+
+
+def test_pages_beyond_what_page_one_announced_are_asked_one_at_a_time() -> None:
+    fetch = Fetcher(3)
+    pages = paging.in_order(fetch, lambda: paging.PAGES_AT_ONCE)
+    fetch.pages = 6  # rules were added while the listing ran: pages 4 to 6 say so
+    numbers = [next(pages).number for _ in range(6)]
+    pages.close()
+    assert numbers == [1, 2, 3, 4, 5, 6]
+    assert fetch.asked[3:] == [4, 5, 6]
+
+
+# --- the Pacer with requests in flight together ------------------------------------------------------
+
+
+def test_answers_in_flight_together_are_not_taken_for_others_spending() -> None:
+    pacer = Pacer(1_000_000, 100, 600, clock=lambda: 0.0)
+    first = pacer.acquire("GET page 1")
+    pacer.observe(Quota(1199, 300.0, 1200, 300), first)
+    two, three = pacer.acquire("GET page 2"), pacer.acquire("GET page 3")
+    # The server counted page 3 before page 2: page 3's answer says one left less than page 1's.
+    pacer.observe(Quota(1198, 300.0, 1200, 300), three)
+    pacer.observe(Quota(1197, 300.0, 1200, 300), two)  # older than the last answer: not read
+    assert pacer.seen is not None and pacer.seen.ours == three
+    alone = pacer.acquire("POST")
+    pacer.observe(Quota(1196, 300.0, 1200, 300), alone)
+    assert pacer.others_spent == 0
+
+
+def test_others_spending_is_still_seen_between_requests_sent_one_at_a_time() -> None:
+    pacer = Pacer(1_000_000, 100, 600, clock=lambda: 0.0)
+    one = pacer.acquire("GET")
+    pacer.observe(Quota(1199, 300.0, 1200, 300), one)
+    two = pacer.acquire("GET")
+    pacer.observe(Quota(1190, 300.0, 1200, 300), two)  # 9 gone, 1 of them ours
+    assert pacer.others_spent == 8
+
+
+def test_a_request_that_got_no_answer_is_no_longer_in_flight() -> None:
+    pacer = Pacer(1_000_000, 100, 600, clock=lambda: 0.0)
+    lost = pacer.acquire("GET")
+    pacer.finished(lost)  # a reset: no answer to observe
+    one = pacer.acquire("GET")
+    pacer.observe(Quota(1190, 300.0, 1200, 300), one)
+    two = pacer.acquire("GET")
+    pacer.observe(Quota(1180, 300.0, 1200, 300), two)
+    assert pacer.others_spent == 9  # sent one at a time: counted as before
+
+
+def test_threads_acquiring_at_once_get_every_number_once() -> None:
+    pacer = Pacer(1_000_000, 10_000, 600)
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(200):
+            number = pacer.acquire("GET")
+            with lock:
+                numbers.append(number)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == list(range(1, 801)) and pacer.requests == 800
+
+
+# --- the rules client ----------------------------------------------------------------------------------
+
+
+class PagedSession(requests.Session):
+    """`total` rules, 5 a page, with or without quota headers; a page may answer 429 or 500. Records how
+    many requests were in flight at most."""
+
+    def __init__(self, total: int, *, headers: bool = True, status: dict[int, int] | None = None) -> None:
+        super().__init__()
+        self.total, self.headers_on, self.status = total, headers, status or {}
+        self.asked: list[int] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        page = int(str(url).split("page=")[1].split("&")[0])
+        with self._lock:
+            self.asked.append(page)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            response = requests.Response()
+            response.status_code = self.status.get(page, 200)
+            if self.headers_on:
+                response.headers["Ratelimit"] = '"default";r=1000;t=200'
+                response.headers["Ratelimit-Policy"] = '"default";q=1200;w=300'
+            if response.status_code == 429:
+                response.headers["Retry-After"] = "60"
+            ids = range((page - 1) * 5, min(page * 5, self.total))
+            rules = [
+                {
+                    "id": f"{n:032x}",
+                    "mode": "block",
+                    "configuration": {"target": "ip", "value": f"10.0.0.{n}"},
+                }
+                for n in ids
+            ]
+            info = {"page": page, "per_page": 5, "total_pages": -(-self.total // 5)}
+            body = {"success": True, "errors": [], "messages": [], "result": rules, "result_info": info}
+            response._content = json.dumps(body).encode()
+            return response
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def client(session: requests.Session) -> Client:
+    return Client(
+        "https://api.cloudflare.com/client/v4",
+        Credentials(token="t" * 40),
+        pacer=Pacer(1_000_000, 1000, 600),
+        session=session,
+        per_page=5,
+        retries=0,
+        sleep=lambda _: None,
+    )
+
+
+def test_with_a_plentiful_quota_pages_go_together_and_come_back_in_order() -> None:
+    session = PagedSession(48)
+    rules = client(session).list_rules(ZONE)
+    assert [r.value for r in rules] == [f"10.0.0.{n}" for n in range(48)]
+    assert sorted(session.asked) == list(range(1, 11))
+    assert session.most_in_flight == paging.PAGES_AT_ONCE
+
+
+def test_without_quota_headers_pages_go_one_at_a_time() -> None:
+    session = PagedSession(48, headers=False)
+    assert len(client(session).list_rules(ZONE)) == 48
+    assert session.asked == list(range(1, 11)) and session.most_in_flight == 1
+
+
+def test_a_failed_page_keeps_the_pages_before_it_only() -> None:
+    session = PagedSession(48, status={4: 500})
+    with pytest.raises(IncompleteListing) as info:
+        client(session).list_rules(ZONE)
+    assert [r.value for r in info.value.rules] == [f"10.0.0.{n}" for n in range(15)]
+    assert "page=4" in info.value.path
+
+
+def test_a_429_on_a_later_page_ends_the_listing_even_after_an_earlier_failure() -> None:
+    # Page 3 fails, page 4 (in flight with it) meets a 429: the 429 is what the run must stop on.
+    session = PagedSession(48, status={3: 500, 4: 429})
+    listing = client(session)
+    with pytest.raises(RateLimited):
+        listing.list_rules(ZONE)
+    assert listing.rate_limited == 1
+    assert max(session.asked) <= 2 + paging.PAGES_AT_ONCE  # nothing asked for after the 429 came back
