@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from reconcile.cloudflare.credentials import Credentials
-from reconcile.cloudflare.paging import PAGES_AT_ONCE
 from reconcile.cloudflare.pacing import Pacer
+from reconcile.cloudflare.paging import PAGES_AT_ONCE
 from reconcile.cloudflare.rules import Client, IncompleteListing
 from reconcile.cloudflare.transport import ApiError, TokenStatus
 from reconcile.core.model import Scope, ScopeKind
