@@ -541,8 +541,9 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         self.violations: list[str] = []
         self.rate_limited = 0
         self._faults: list[_Fault] = []
-        # (method, path) -> events of faulted requests still being carried out (ORDERED_FAULTS)
-        self._in_flight: dict[tuple[str, str], list[threading.Event]] = {}
+        # (method, path, query) -> events of faulted requests still being carried out (ORDERED_FAULTS). The
+        # query is part of it: a delayed page 3 is repeated only by page 3, and must not hold up page 4.
+        self._in_flight: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[threading.Event]] = {}
         self._lock = threading.Lock()
         # Seconds (real ones, before time_scale): a test may drive a clock of its own (test_rate_limit.py).
         self._clock = clock
@@ -862,7 +863,7 @@ class CloudflareEmulator(cf_lists.ListsHelpers):
         other = _OTHER.get((inc.method, inc.path)) if inc.prefixed else None
         if other is None and inc.prefixed and cf_lists.route(inc.method, inc.path) is not None:
             other = "lists"  # account lists and zone rulesets: answered by tests/support/cf_lists.py
-        key = (inc.method, inc.path)
+        key = (inc.method, inc.path, tuple(inc.query))
         done_event: threading.Event | None = None
         with self._lock:
             limited = self._rate_check()
