@@ -5,8 +5,8 @@ block at the edge (issue 18; each page is a round trip, 0.2-0.3 s at Cloudflare)
 pages there are (`result_info.total_pages`). While the quota is plentiful the pages after it are asked for
 PAGES_AT_ONCE at a time, and handed over strictly in page order, each with its own error: the caller
 decides where the listing ends and what is incomplete exactly as it did one page at a time. What is asked
-for beyond the caller's last page (or a page that failed) is at most PAGES_AT_ONCE - 1 pages; pages not yet
-started are cancelled.
+for beyond the caller's last page (or a page that failed) is at most PAGES_AT_ONCE - 1 pages; they make no
+further attempt, and the listing ends when their requests in flight have.
 
 Without a known, plentiful quota (no `Ratelimit` headers, or little left) pages go one at a time: requests
 in flight when a 429 comes cannot be called back, so they only go together when a 429 is unlikely.
@@ -17,9 +17,10 @@ their starts and keeps the quota's reserve whichever thread sends them.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -41,13 +42,17 @@ class Page(Generic[T]):
     pages: int | None  # total_pages, when it says
 
 
-def in_order(fetch: Callable[[int], Page[T]], at_once: Callable[[], int]) -> Generator[Page[T], None, None]:
+def in_order(
+    fetch: Callable[[int], Page[T]], at_once: Callable[[], int], stop: threading.Event | None = None
+) -> Generator[Page[T], None, None]:
     """Pages 1, 2, 3, … for as long as the caller reads them; `fetch(n)` reads page n (or raises).
 
     `at_once()` says, before each page is asked for, how many may be in flight: PAGES_AT_ONCE while the
     quota is plentiful, 1 otherwise (the caller's Pacer decides). A page's error is raised where that page
     would be handed over: the pages before it are all delivered first. Close the iterator when the listing
-    ends: what is still in flight is waited for, what has not started is cancelled.
+    ends. The pages asked for beyond it are no longer needed: `stop` is set (the caller's `fetch` makes no
+    further attempt once it is), and what is in flight is waited for, so that no request of the listing
+    outlives it. On KeyboardInterrupt or SystemExit nothing is waited for: the page threads are daemons.
     """
     first = fetch(1)
     yield first
@@ -55,18 +60,39 @@ def in_order(fetch: Callable[[int], Page[T]], at_once: Callable[[], int]) -> Gen
     known = first.pages or 0
     width = at_once() if known >= 3 else 1  # two pages or more to come: worth their own threads
     if width > 1:
-        with ThreadPoolExecutor(max_workers=min(width, known - 1), thread_name_prefix="page") as pool:
-            ahead: deque[Future[Page[T]]] = deque()
-            try:
-                while number <= known:
-                    while number + len(ahead) <= known and len(ahead) < max(1, at_once()):
-                        ahead.append(pool.submit(fetch, number + len(ahead)))
-                    page = ahead.popleft().result()
-                    number += 1
-                    yield page
-            finally:
-                for future in ahead:
-                    future.cancel()
+        ahead: deque[Future[Page[T]]] = deque()
+        try:
+            while number <= known:
+                while number + len(ahead) <= known and len(ahead) < max(1, at_once()):
+                    ahead.append(_start(fetch, number + len(ahead)))
+                page = ahead.popleft().result()
+                number += 1
+                yield page
+        except (Exception, GeneratorExit):
+            if stop is not None:
+                stop.set()
+            wait(ahead)
+            raise
+        except BaseException:
+            if stop is not None:
+                stop.set()
+            raise
     while True:  # beyond what page 1 announced (rules were added meanwhile), or no count: one at a time
         yield fetch(number)
         number += 1
+
+
+def _start(fetch: Callable[[int], Page[T]], number: int) -> Future[Page[T]]:
+    """fetch(number) in a daemon thread: a Ctrl-C ends the process without waiting for a page in flight
+    (a ThreadPoolExecutor's threads are joined at exit, and their retries went on for seconds)."""
+    future: Future[Page[T]] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fetch(number))
+        except BaseException as exc:  # handed over with the page, where it would be read
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"page-{number}", daemon=True).start()
+    return future

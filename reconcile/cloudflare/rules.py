@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
@@ -143,47 +144,34 @@ class Client(Transport):
     def _list(self, scope: Scope, filters: Mapping[str, str]) -> list[Rule]:
         """All pages of one filtered listing (DESIGN §6 "Listing never ends early")."""
         rules: list[Rule] = []
-        seen: set[str] = set()
-        pages = paging.in_order(lambda number: self._page(scope, filters, number), self._pages_at_once)
+        stop = threading.Event()
+        pages = paging.in_order(
+            lambda number: self._page(scope, filters, number, stop), self._pages_at_once, stop
+        )
         try:
-            for page in pages:
-                # Offset pages shift while other hosts write; keep the first copy of a rule seen twice.
-                new = [rule for rule in page.items if rule.id not in seen]
-                seen.update(rule.id for rule in new)
-                rules.extend(new)
-                # The page size is the one the server says it used: a server that clamps 1000 to 50 still
-                # has more pages after a page of 50.
-                if (
-                    not page.items
-                    or len(page.items) < page.size
-                    or (page.pages is not None and page.number >= page.pages)
-                ):
-                    return rules
-                if not new:
-                    break  # asking on would only spend the run's budget on the same page again
+            cause = _read(pages, rules)
         except RateLimited:
             raise
         except CloudflareError as exc:
-            pages.close()  # the pages still in flight are answered first: one of them may have met a 429
-            self._refuse_after_429("GET", exc.path or scope.rules_path)
-            raise IncompleteListing(scope, tuple(rules), exc) from exc
+            cause = exc
         finally:
-            pages.close()
-        cause = CloudflareError(
-            f"page {page.number} is full but brings no rule not seen before (server ignores `page`?)",
-            method="GET",
-            path=page.shown,
-            status=200,
-        )
-        raise IncompleteListing(scope, tuple(rules), cause)
+            pages.close()  # the pages still in flight are answered first
+        # One of them (beyond the end, or beside a page that failed) may have met a 429: the run ends here,
+        # even when nothing is left to write.
+        self._refuse_after_429("GET", scope.rules_path)
+        if cause is None:
+            return rules
+        raise IncompleteListing(scope, tuple(rules), cause) from cause
 
     def _pages_at_once(self) -> int:
         return self.pages_at_once if self.pacer.plentiful_now() else 1
 
-    def _page(self, scope: Scope, filters: Mapping[str, str], number: int) -> paging.Page[Rule]:
+    def _page(
+        self, scope: Scope, filters: Mapping[str, str], number: int, stop: threading.Event
+    ) -> paging.Page[Rule]:
         query = {**filters, "page": str(number), "per_page": str(self.per_page)}
         shown = show(scope.rules_path, query)
-        document = self.envelope("GET", shown, self.send("GET", shown, None))
+        document = self.envelope("GET", shown, self.send("GET", shown, None, stop=stop))
         result = document["result"]
         if not isinstance(result, list):
             raise CloudflareError(
@@ -192,6 +180,33 @@ class Client(Transport):
         batch = [_parse_rule(item, scope, "GET", shown) for item in result]
         size, pages = _paging(document.get("result_info"), self.per_page)
         return paging.Page(number, shown, batch, size, pages)
+
+
+def _read(pages: Iterator[paging.Page[Rule]], rules: list[Rule]) -> CloudflareError | None:
+    """Read pages into `rules` until the listing's end (None), or a page that brings nothing new (why not)."""
+    seen: set[str] = set()
+    for page in pages:
+        # Offset pages shift while other hosts write; keep the first copy of a rule seen twice.
+        new = [rule for rule in page.items if rule.id not in seen]
+        seen.update(rule.id for rule in new)
+        rules.extend(new)
+        # The page size is the one the server says it used: a server that clamps 1000 to 50 still has more
+        # pages after a page of 50.
+        if (
+            not page.items
+            or len(page.items) < page.size
+            or (page.pages is not None and page.number >= page.pages)
+        ):
+            return None
+        if not new:
+            # Asking on would only spend the run's budget on the same page again.
+            return CloudflareError(
+                f"page {page.number} is full but brings no rule not seen before (server ignores `page`?)",
+                method="GET",
+                path=page.shown,
+                status=200,
+            )
+    raise AssertionError("in_order never ends")
 
 
 def _rule_path(scope: Scope, rule_id: str) -> str:

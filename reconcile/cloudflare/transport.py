@@ -1,6 +1,6 @@
-"""All HTTP to Cloudflare, for every backend: session, pacing, retries, the JSON envelope, 429, redaction
-and the base-URL check (DESIGN §6); plus the account-wide reads of the operator's tools (the token's
-status, Cloudflare's own ranges and its clock; DESIGN §7, §11).
+"""All HTTP to Cloudflare, for every backend: session, pacing, retries, the JSON envelope, 429 and redaction
+(DESIGN §6; base_url.py checks the base URL); plus the account-wide reads of the operator's tools (the
+token's status, Cloudflare's own ranges and its clock; DESIGN §7, §11).
 
 One place sends requests (`Transport.send`: pacing, retries, 429) and one place reads answers
 (`Transport.envelope`: Cloudflare's JSON envelope or a CloudflareError). Secrets travel only in request
@@ -10,7 +10,6 @@ rules.py, the account IP list in lists.py, the zones' WAF rule in waf.py.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -35,9 +33,10 @@ from reconcile.cloudflare.answers import (
     show,
     timestamp,
 )
+from reconcile.cloudflare.base_url import checked_base_url
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer, backoff
-from reconcile.errors import CloudflareError, ConfigError, RateLimited
+from reconcile.errors import CloudflareError, RateLimited
 
 # One logger for all Cloudflare traffic, whichever resource sends it.
 log = logging.getLogger("reconcile.cloudflare")
@@ -110,7 +109,7 @@ class Transport:
         sleep: Callable[[float], None] | None = None,
         session: Session | None = None,
     ) -> None:
-        self.base_url = _check_base_url(base_url)
+        self.base_url = checked_base_url(base_url)
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, not {timeout!r}")
         if retries < 0:
@@ -193,8 +192,18 @@ class Transport:
         answer = self.send(method, shown, body)
         return self.envelope(method, shown, answer)["result"]
 
-    def send(self, method: str, shown: str, body: Any, *, authenticated: bool = True) -> Answer:
-        """One request with bounded retries on 5xx and transport errors; 429 stops everything."""
+    def send(
+        self,
+        method: str,
+        shown: str,
+        body: Any,
+        *,
+        authenticated: bool = True,
+        stop: threading.Event | None = None,
+    ) -> Answer:
+        """One request with bounded retries on 5xx and transport errors; 429 stops everything.
+
+        Once `stop` is set (a listing no longer needs this page) no further attempt starts."""
         self._refuse_after_429(method, shown)
         url = self.base_url + shown
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -203,7 +212,9 @@ class Transport:
         problem, status = "", None
         lost = False  # an attempt that may have reached the server got no answer
         for attempt in range(self.retries + 1):
-            if attempt:
+            if attempt:  # no backoff for an attempt that would not be sent
+                self._refuse_after_429(method, shown)
+                _check_wanted(stop, method, shown)
                 delay = backoff(attempt - 1)
                 log.info(
                     "retrying %s %s in %.2f s (attempt %d of %d): %s",
@@ -218,9 +229,11 @@ class Transport:
                 with self._counting:
                     self.retried += 1
             number = self._pacer.acquire(f"{method} {shown}")
-            if self._blocked is not None:  # another thread's request met a 429 meanwhile: not sent
+            if self._blocked is not None or (stop is not None and stop.is_set()):
+                # Another thread's request met a 429, or the listing ended, while this one waited: not sent.
                 self._pacer.finished(number)
                 self._refuse_after_429(method, shown)
+                _check_wanted(stop, method, shown)
             with self._counting:
                 self.requests += 1
             # A request never outlives the run's time limit by more than a second.
@@ -258,15 +271,20 @@ class Transport:
             log.debug("%s %s -> %d in %d ms", method, shown, response.status_code, self._ms(started))
             self.last_date = http_date(response.headers.get("Date"))
             epoch = self.last_date.timestamp() if self.last_date is not None else None
-            # Every answer, 429s and errors included, says what is left of the account's quota.
-            self._pacer.observe(quota(response.headers, epoch), number)
+            blocked = None
             if response.status_code == 429:
-                with self._counting:
-                    self.rate_limited += 1
-                self._blocked = RateLimited(
+                blocked = RateLimited(
                     method=method, path=shown, retry_after=retry_after(response.headers.get("retry-after"))
                 )
-                raise self._blocked
+                # Blocked before the answer is observed: observe waits for the Pacer's lock, which a page
+                # thread may hold while it sleeps before its start; it must find the run blocked on waking.
+                self._blocked = blocked
+                with self._counting:
+                    self.rate_limited += 1
+            # Every answer, 429s and errors included, says what is left of the account's quota.
+            self._pacer.observe(quota(response.headers, epoch), number)
+            if blocked is not None:
+                raise blocked
             if response.status_code >= 500:
                 problem, status = (
                     f"HTTP {response.status_code}{self._excerpt(response.content)}",
@@ -346,35 +364,11 @@ class Transport:
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-def _check_base_url(base_url: str) -> str:
-    """The base URL without a trailing slash; https, or http to a loopback host only (tests)."""
-    where = "[cloudflare] api_base_url"
-    try:
-        parts = urlsplit(base_url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{where}: not a valid URL: {base_url!r} ({exc})") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigError(f"{where}: must be an https:// URL, not {base_url!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"{where}: must not contain credentials")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{where}: must not have a query or fragment: {base_url!r}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"{where}: plain http:// is allowed only for a loopback host, not {host!r}; use https://"
+def _check_wanted(stop: threading.Event | None, method: str, shown: str) -> None:
+    if stop is not None and stop.is_set():
+        raise CloudflareError(
+            "not sent: the listing ended before this page was needed", method=method, path=shown
         )
-    return base_url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _may_have_arrived(exc: requests.RequestException) -> bool:

@@ -178,9 +178,17 @@ class PagedSession(requests.Session):
     """`total` rules, 5 a page, with or without quota headers; a page may answer 429 or 500. Records how
     many requests were in flight at most."""
 
-    def __init__(self, total: int, *, headers: bool = True, status: dict[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        headers: bool = True,
+        status: dict[int, int] | None = None,
+        announced: int | None = None,
+    ) -> None:
         super().__init__()
         self.total, self.headers_on, self.status = total, headers, status or {}
+        self.announced = announced  # total_pages as page 1 says it, when rules were deleted since
         self.asked: list[int] = []
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
@@ -209,7 +217,7 @@ class PagedSession(requests.Session):
                 }
                 for n in ids
             ]
-            info = {"page": page, "per_page": 5, "total_pages": -(-self.total // 5)}
+            info = {"page": page, "per_page": 5, "total_pages": self.announced or -(-self.total // 5)}
             body = {"success": True, "errors": [], "messages": [], "result": rules, "result_info": info}
             response._content = json.dumps(body).encode()
             return response
@@ -260,3 +268,123 @@ def test_a_429_on_a_later_page_ends_the_listing_even_after_an_earlier_failure() 
         listing.list_rules(ZONE)
     assert listing.rate_limited == 1
     assert max(session.asked) <= 2 + paging.PAGES_AT_ONCE  # nothing asked for after the 429 came back
+
+
+def test_a_429_on_a_page_asked_for_beyond_the_end_still_ends_the_run() -> None:
+    # Page 1 announces 10 pages, but rules were deleted meanwhile: the listing ends at page 3 (4 rules), while
+    # pages 2 to 5 were asked for together and page 5 met a 429. Nothing may be written after it.
+    session = PagedSession(14, status={5: 429}, announced=10)
+    listing = client(session)
+    with pytest.raises(RateLimited):
+        listing.list_rules(ZONE)
+    assert 5 in session.asked and listing.rate_limited == 1
+
+
+class Blocking(Pacer):
+    """A Pacer whose sleep (the spacing before a start, taken holding its lock) waits for the test's word,
+    and which says when an answer is about to be observed."""
+
+    def __init__(self) -> None:
+        self.sleeping, self.wake, self.observing = threading.Event(), threading.Event(), threading.Event()
+        super().__init__(60, 100, 600, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        assert self.wake.wait(timeout=30)
+
+    def observe(self, quota: Quota | None, ours: int | None = None) -> None:
+        self.observing.set()
+        super().observe(quota, ours)
+
+
+def test_no_request_starts_after_another_thread_met_a_429_while_it_waited_for_its_start() -> None:
+    pacer = Blocking()
+    sent: list[str] = []
+
+    class Session(requests.Session):
+        def request(
+            self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+        ) -> requests.Response:
+            sent.append(str(url))
+            assert pacer.sleeping.wait(
+                timeout=30
+            )  # the second request now sleeps in acquire, holding its lock
+            response = requests.Response()
+            response.status_code = 429
+            response._content = b""
+            return response
+
+    transport = Client(
+        "https://api.cloudflare.com/client/v4", Credentials(token="t" * 40), pacer=pacer, session=Session()
+    )
+    errors: dict[str, BaseException] = {}
+
+    def send(path: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                transport.send("GET", path, None)
+            except BaseException as exc:
+                errors[path] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    first = send("/zones?page=1")
+    while not sent:  # the first request has its slot and is in flight
+        time.sleep(0.001)
+    waiting = send("/zones?page=2")
+    assert pacer.observing.wait(timeout=30)  # the 429 is back; its observe waits for the sleeper's lock
+    pacer.wake.set()
+    first.join(timeout=30)
+    waiting.join(timeout=30)
+    assert sent == ["https://api.cloudflare.com/client/v4/zones?page=1"]
+    assert all(isinstance(errors.get(path), RateLimited) for path in ("/zones?page=1", "/zones?page=2"))
+    assert transport.requests == 1
+
+
+def test_a_stopped_page_makes_no_further_attempt() -> None:
+    stop = threading.Event()
+    session = PagedSession(48, status={3: 500})
+    listing = Client(
+        "https://api.cloudflare.com/client/v4",
+        Credentials(token="t" * 40),
+        pacer=Pacer(1_000_000, 1000, 600),
+        session=session,
+        per_page=5,
+        retries=3,
+        sleep=lambda _: stop.set(),  # the listing ends during the first backoff
+    )
+    with pytest.raises(CloudflareError, match="not sent"):
+        listing.send("GET", "/zones/x/firewall/access_rules/rules?page=3&per_page=5", None, stop=stop)
+    assert session.asked == [3] and listing.requests == 1
+
+
+def test_a_ctrl_c_waits_for_no_page_in_flight_and_stops_them() -> None:
+    release = threading.Event()
+    asked: list[int] = []
+    returned: list[int] = []
+    stop = threading.Event()
+
+    def fetch(number: int) -> paging.Page[int]:
+        asked.append(number)
+        if number > 1:
+            release.wait(timeout=30)  # a page that hangs
+            assert stop.is_set()  # by the time it would try again, it is told not to
+            returned.append(number)
+        return paging.Page(number, f"?page={number}", [number], 1, 10)
+
+    calls = iter(range(100))
+
+    def at_once() -> int:
+        if next(calls) == 5:  # the main thread, pages 2 to 5 in flight: Ctrl-C
+            raise KeyboardInterrupt
+        return paging.PAGES_AT_ONCE
+
+    pages = paging.in_order(fetch, at_once, stop)
+    assert next(pages).number == 1
+    with pytest.raises(KeyboardInterrupt):
+        next(pages)
+    # Raised while the pages still hang: nothing waited for them.
+    assert returned == [] and sorted(asked) == [1, 2, 3, 4, 5] and stop.is_set()
+    release.set()
