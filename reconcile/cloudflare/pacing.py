@@ -111,7 +111,7 @@ class Pacer:
         self._window_ours = 0  # our requests counted before the current window began
         self.waited_for_reset = 0.0
         # Several threads (a listing's pages) start requests and observe answers: one at a time here. acquire
-        # sleeps holding it, which is the spacing: the next start waits for the one before it.
+        # sleeps the spacing holding it (the next start waits for the one before it), a reset without it.
         self._lock = threading.Lock()
         self._outstanding: set[int] = set()  # requests started and not yet answered (or given up on)
         self._overlapped: set[int] = set()  # of those, the ones that were in flight together with another
@@ -245,16 +245,30 @@ class Pacer:
     def acquire(self, what: str) -> int:
         """Wait until the next request may start, then count it and return its number (1 for the run's first);
         BudgetExhausted if it may not."""
-        with self._lock:
-            return self._acquire(what)
+        reset_at: float | None = None
+        while True:
+            with self._lock:
+                number, reset_at, pause = self._acquire(what, reset_at)
+            if number:
+                return number
+            # At the reserve: the wait for the reset is slept without the lock, so that the answers of the
+            # other requests in flight (a listing's pages) are read meanwhile and a 429 among them is seen.
+            self.sleep(pause)
 
-    def _acquire(self, what: str) -> int:
+    def _acquire(self, what: str, reset_at: float | None) -> tuple[int, float | None, float]:
+        """(the request's number, None, 0) once it may start; at the reserve (0, when the window resets,
+        seconds to sleep until then). `reset_at`: the reset just waited for (the window has reset: the
+        reserve is not asked again)."""
         if self.requests >= self.max_requests:
             raise BudgetExhausted(f"request budget of {self.max_requests} used up (next was {what})")
         now = self.clock()
         deadline = self._started + self.max_seconds
-        if self.left(now) - 1 < self.reserve(now):
-            now = self._wait_for_reset(now, deadline, what)
+        if reset_at is not None:
+            now = max(now, reset_at)
+        elif self.left(now) - 1 < self.reserve(now):
+            reset_at = self._reset_at(now, deadline, what)
+            self.waited_for_reset += reset_at - now
+            return 0, reset_at, reset_at - now
         self._refill(now)
         wait = 0.0
         if not (self.plentiful(now) and self._tokens >= 1):
@@ -265,7 +279,7 @@ class Pacer:
             raise BudgetExhausted(
                 f"time limit of {self.max_seconds:g} s for this run reached (next was {what})"
             )
-        if wait > 0:
+        if wait > 0:  # the spacing: slept holding the lock, so that the next start waits for this one
             self.sleep(wait)
         # Never earlier than planned, so a sleep that returns early cannot squeeze requests together.
         start = max(self.clock(), now + wait)
@@ -278,19 +292,17 @@ class Pacer:
         if self._outstanding:  # the server may count these in another order than they started
             self._overlapped.update(self._outstanding, (self.requests,))
         self._outstanding.add(self.requests)
-        return self.requests
+        return self.requests, None, 0.0
 
     def _refill(self, now: float) -> None:
         since = now - (self._last if self._last is not None else self._started)
         self._tokens = min(float(self.burst), self._tokens + max(0.0, since) / self.interval)
 
-    def _wait_for_reset(self, now: float, deadline: float, what: str) -> float:
-        """At the reserve: sleep until the window resets if that is within the time limit, else stop."""
+    def _reset_at(self, now: float, deadline: float, what: str) -> float:
+        """At the reserve: when the window resets, if that is within the time limit; else stop the run."""
         reset_at = now + self.reset_in(now)
         if reset_at < deadline:
-            self.sleep(reset_at - now)
-            self.waited_for_reset += reset_at - now
-            return max(self.clock(), reset_at)
+            return reset_at
         raise QuotaSpent(self.spent_message(now, what))
 
     def spent_message(self, now: float, what: str) -> str:

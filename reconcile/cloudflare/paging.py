@@ -6,7 +6,8 @@ pages there are (`result_info.total_pages`). While the quota is plentiful the pa
 PAGES_AT_ONCE at a time, and handed over strictly in page order, each with its own error: the caller
 decides where the listing ends and what is incomplete exactly as it did one page at a time. What is asked
 for beyond the caller's last page (or a page that failed) is at most PAGES_AT_ONCE - 1 pages; they make no
-further attempt, and the listing ends when their requests in flight have.
+further attempt, and the listing waits for their requests in flight (a 429 among them ends the run) up to
+STOPPED_WAIT seconds.
 
 Without a known, plentiful quota (no `Ratelimit` headers, or little left) pages go one at a time: requests
 in flight when a 429 comes cannot be called back, so they only go together when a 429 is unlikely.
@@ -29,6 +30,9 @@ T = TypeVar("T")
 # Pages in flight at once: 10 pages in the time of 3 to 4, well inside Cloudflare's 200 requests per second
 # per IP; the Pacer's burst (20) covers a whole kicked listing of 10,000 rules and its writes.
 PAGES_AT_ONCE = 4
+# Seconds a listing that has ended waits for the pages it asked for beyond its end: they started beside the
+# last page read, so a round trip (0.2-0.3 s at Cloudflare) has mostly passed; a hung one costs no more.
+STOPPED_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ def in_order(
     quota is plentiful, 1 otherwise (the caller's Pacer decides). A page's error is raised where that page
     would be handed over: the pages before it are all delivered first. Close the iterator when the listing
     ends. The pages asked for beyond it are no longer needed: `stop` is set (the caller's `fetch` makes no
-    further attempt once it is), and what is in flight is waited for, so that no request of the listing
-    outlives it. On KeyboardInterrupt or SystemExit nothing is waited for: the page threads are daemons.
+    further attempt once it is), and what is in flight is waited for, up to STOPPED_WAIT seconds. On
+    KeyboardInterrupt or SystemExit nothing is waited for: the page threads are daemons.
     """
     first = fetch(1)
     yield first
@@ -71,7 +75,10 @@ def in_order(
         except (Exception, GeneratorExit):
             if stop is not None:
                 stop.set()
-            wait(ahead)
+            # A 429 among them ends the run: what they meet in a round trip is seen before the listing
+            # returns. One that hangs (a timeout is 30 s) is not waited for beyond that: the transport
+            # still refuses every request after a 429, whenever it comes back.
+            wait(ahead, timeout=STOPPED_WAIT)
             raise
         except BaseException:
             if stop is not None:

@@ -226,6 +226,8 @@ class Transport:
                     problem,
                 )
                 self._sleep(delay)
+                self._refuse_after_429(method, shown)  # neither counted nor spent: it will not be sent
+                _check_wanted(stop, method, shown)
                 with self._counting:
                     self.retried += 1
             number = self._pacer.acquire(f"{method} {shown}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,12 +28,15 @@ class Fetcher:
     """fetch(n) for in_order: `pages` pages of `size`, a short wait each; records what was asked, and how
     many were in flight at most."""
 
-    def __init__(self, pages: int, *, fail: int | None = None, wait: float = 0.01) -> None:
+    def __init__(self, pages: int, *, fail: int | None = None, wait: float = 0.01, gate: int = 0) -> None:
         self.pages, self.fail, self.wait = pages, fail, wait
+        # Pages 2 to gate - 1 answer only once page `gate` is asked for: those asked together are then in
+        # flight together whatever the machine's speed (a thread may start after another has finished).
+        self.gate = gate
         self.asked: list[int] = []
         self.beside: list[int] = []  # for each page asked for, how many others were in flight then
         self.in_flight = self.most_in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def __call__(self, number: int) -> paging.Page[int]:
         with self._lock:
@@ -40,6 +44,9 @@ class Fetcher:
             self.beside.append(self.in_flight)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._lock.notify_all()
+            if 1 < number < self.gate:
+                assert self._lock.wait_for(lambda: self.gate in self.asked, timeout=30)
         try:
             # Later pages answer sooner: the order they come back in is not the order they were asked in.
             time.sleep(self.wait / number)
@@ -67,14 +74,14 @@ def read_all(fetch: Fetcher, at_once: int) -> list[int]:
 
 @pytest.mark.parametrize("at_once", [1, 2, 4])
 def test_pages_come_in_page_order_whatever_order_they_are_answered_in(at_once: int) -> None:
-    fetch = Fetcher(10)
+    fetch = Fetcher(10, gate=1 + at_once)
     assert read_all(fetch, at_once) == list(range(1, 11))
     assert sorted(fetch.asked) == list(range(1, 11))  # each page once, none beyond the last
     assert fetch.most_in_flight == at_once
 
 
 def test_one_at_a_time_when_the_caller_says_so_mid_listing() -> None:
-    fetch = Fetcher(10)
+    fetch = Fetcher(10, gate=3)  # pages 2 and 3 go together, then one at a time
     widths = iter([4, 4, 4] + [1] * 20)
     pages = paging.in_order(fetch, lambda: next(widths))
     seen = [page.number for _, page in zip(range(10), pages, strict=False)]
@@ -185,10 +192,14 @@ class PagedSession(requests.Session):
         headers: bool = True,
         status: dict[int, int] | None = None,
         announced: int | None = None,
+        left: dict[int, int] | None = None,
+        before: Callable[[int], None] = lambda page: None,
     ) -> None:
         super().__init__()
         self.total, self.headers_on, self.status = total, headers, status or {}
         self.announced = announced  # total_pages as page 1 says it, when rules were deleted since
+        self.left = left or {}  # the quota's `r` a page's answer states (1000 when not given)
+        self.before = before  # called with the page's number before it is answered (a test holds it there)
         self.asked: list[int] = []
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
@@ -200,11 +211,12 @@ class PagedSession(requests.Session):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
+            self.before(page)
             time.sleep(0.02)
             response = requests.Response()
             response.status_code = self.status.get(page, 200)
             if self.headers_on:
-                response.headers["Ratelimit"] = '"default";r=1000;t=200'
+                response.headers["Ratelimit"] = f'"default";r={self.left.get(page, 1000)};t=200'
                 response.headers["Ratelimit-Policy"] = '"default";q=1200;w=300'
             if response.status_code == 429:
                 response.headers["Retry-After"] = "60"
@@ -226,20 +238,34 @@ class PagedSession(requests.Session):
                 self.in_flight -= 1
 
 
-def client(session: requests.Session) -> Client:
+def client(
+    session: requests.Session,
+    pacer: Pacer | None = None,
+    retries: int = 0,
+    sleep: Callable[[float], None] = lambda _: None,
+) -> Client:
     return Client(
         "https://api.cloudflare.com/client/v4",
         Credentials(token="t" * 40),
-        pacer=Pacer(1_000_000, 1000, 600),
+        pacer=pacer or Pacer(1_000_000, 1000, 600),
         session=session,
         per_page=5,
-        retries=0,
-        sleep=lambda _: None,
+        retries=retries,
+        sleep=sleep,
     )
 
 
 def test_with_a_plentiful_quota_pages_go_together_and_come_back_in_order() -> None:
-    session = PagedSession(48)
+    gate = 1 + paging.PAGES_AT_ONCE
+    ready = threading.Event()
+
+    def before(page: int) -> None:  # pages 2 to 4 answer once page 5 is asked: in flight together
+        if page == gate:
+            ready.set()
+        elif 1 < page < gate:
+            assert ready.wait(timeout=30)
+
+    session = PagedSession(48, before=before)
     rules = client(session).list_rules(ZONE)
     assert [r.value for r in rules] == [f"10.0.0.{n}" for n in range(48)]
     assert sorted(session.asked) == list(range(1, 11))
@@ -388,3 +414,70 @@ def test_a_ctrl_c_waits_for_no_page_in_flight_and_stops_them() -> None:
     # Raised while the pages still hang: nothing waited for them.
     assert returned == [] and sorted(asked) == [1, 2, 3, 4, 5] and stop.is_set()
     release.set()
+
+
+def page_threads_end() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("page-"):
+            thread.join(timeout=30)
+
+
+def test_a_listing_does_not_wait_for_a_hung_page_beyond_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paging, "STOPPED_WAIT", 0.2)  # the wait for pages beyond the end, shortened
+    # Page 4 (beyond the real end: page 1 announced 10 pages, there are 3) never answers: a timeout is 30 s.
+    release, answered = threading.Event(), threading.Event()
+
+    def before(page: int) -> None:
+        if page == 4:
+            release.wait(timeout=30)
+            answered.set()
+
+    rules = client(PagedSession(14, announced=10, before=before)).list_rules(ZONE)
+    assert len(rules) == 14 and not answered.is_set()  # returned while page 4 still hangs
+    release.set()
+    page_threads_end()
+
+
+def test_a_page_waiting_for_the_quotas_reset_holds_up_no_other_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paging, "STOPPED_WAIT", 0.2)  # the wait for pages beyond the end, shortened
+    # Page 4 (beyond the end) answers 500, saying the quota is at its reserve: its retry waits for the reset.
+    # Pages 2 and 3, which the listing needs, answer meanwhile and must be read.
+    resetting, reset, woke = threading.Event(), threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:  # the Pacer's: only the wait for the reset is long
+        if seconds > 1:
+            resetting.set()
+            reset.wait(timeout=30)
+            woke.set()
+
+    def before(page: int) -> None:
+        if page in (2, 3):
+            assert resetting.wait(timeout=30)
+
+    # Pages 5 and 6 say so too: of answers that cross, the Pacer reads only the newest request's.
+    session = PagedSession(14, announced=10, status={4: 500}, left={4: 100, 5: 100, 6: 100}, before=before)
+    listing = client(session, pacer=Pacer(1_000_000, 1000, 600, sleep=sleep), retries=1)
+    rules = listing.list_rules(ZONE)
+    assert len(rules) == 14 and not woke.is_set()  # read while page 4 still waits for the reset
+    reset.set()
+    page_threads_end()
+    assert session.asked.count(4) == 1  # its retry came after the listing ended: not sent
+
+
+def test_an_attempt_that_is_not_sent_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paging, "STOPPED_WAIT", 0.2)  # the wait for pages beyond the end, shortened
+    # Pages 4 to 6 (beyond the end) answer 500; their retries wake once the listing has returned.
+    returned = threading.Event()
+    session = PagedSession(14, announced=10, status={4: 500, 5: 500, 6: 500})
+    pacer = Pacer(1_000_000, 1000, 600)
+
+    def backoff(seconds: float) -> None:
+        returned.wait(timeout=30)
+
+    listing = client(session, pacer=pacer, retries=3, sleep=backoff)
+    assert len(listing.list_rules(ZONE)) == 14
+    returned.set()
+    page_threads_end()
+    # Each page once (up to 3 beyond the end are asked for beside the last), no retry sent, none counted.
+    assert sorted(session.asked) == list(range(1, len(session.asked) + 1))
+    assert pacer.requests == listing.requests == len(session.asked)
