@@ -32,7 +32,7 @@ from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
 from reconcile.enrich import asn
 from reconcile.fail2ban import state as fail2ban
-from tests.benchmarks import fleet_background, planner_input, report
+from tests.benchmarks import planner_input, report
 from tests.benchmarks.per_ban import WORKERS, ban_one_by_one
 from tests.support.cf_emulator import TOKEN, ZONE_ID, CloudflareEmulator, checked_emulator
 from tests.support.f2b_server import F2B, running_f2b, stored_bans
@@ -407,13 +407,10 @@ def test_planner(case: str) -> None:
     bans, listings, policy = planner_input.build(case)
     now = planner_input.NOW
     seconds = []
-    # With the fleet's processes stopped, as for --report: next to them, even at idle priority, the same
-    # planning measured 1.23-1.71 s against 1.00-1.03 s alone (4edca11), and the target is absolute.
-    with fleet_background.paused():
-        for _ in range(PLAN_RUNS):
-            started = time.perf_counter()
-            writes = len(make_plan(bans, [], listings, policy, now).writes())
-            seconds.append(time.perf_counter() - started)
+    for _ in range(PLAN_RUNS):
+        started = time.perf_counter()
+        writes = len(make_plan(bans, [], listings, policy, now).writes())
+        seconds.append(time.perf_counter() - started)
     tracemalloc.start()  # a pass of its own: tracing slows the code down severalfold
     make_plan(bans, [], listings, policy, now).writes()
     _, peak = tracemalloc.get_traced_memory()

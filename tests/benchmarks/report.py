@@ -79,9 +79,8 @@ SECTIONS: dict[str, Section] = {
         "plan.make_plan + Plan.writes in-process. Of the 50,000 rules, half are up to date and half need "
         "a renewal (4 hosts: every rule carries a 4-host set; a quarter of them lack this host, which then "
         "joins); the other 50,000 bans are new. Bans started one a second over the last 28 hours, so notes "
-        "and times are mostly distinct. Timed with the fleet simulation (section 9) stopped meanwhile, as "
-        "section 7 is: the target is absolute. Peak memory: tracemalloc's peak during planning (a second "
-        "pass), and the peak RSS of a child process that only builds the input and plans once.",
+        "and times are mostly distinct. Peak memory: tracemalloc's peak during planning (a second pass), and "
+        "the peak RSS of a child process that only builds the input and plans once.",
         (
             "case",
             "writes",
