@@ -108,6 +108,8 @@ def timestamp(
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise bad(f"rule {rule_id} has {name} {value[:40]!r}, not an ISO 8601 time") from None
+    if parsed.tzinfo is UTC:  # Cloudflare's `Z`: nearly every time, two per listed rule
+        return parsed
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

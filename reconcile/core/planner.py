@@ -169,11 +169,11 @@ def _plan_scope(
             value = None
         elif value not in desired and value not in not_desired:
             # Not a banned address in compressed form: parse it (it may be one in another spelling).
-            ip = _rule_ip(rule)
-            if ip is None:
+            address = _rule_address(rule)
+            if address is None:
                 value = None
             else:
-                value = ip.compressed
+                ip, value = address
                 addresses.setdefault(value, ip)
         if value is None or value in by_value:
             if ours:  # a tagged rule we cannot map to one IP: never guessed at
@@ -218,6 +218,17 @@ def _plan_scope(
             )
         changes.append(change)
     return changes, managed
+
+
+def _rule_address(rule: Rule) -> tuple[IPAddress, str] | None:
+    """The address of an ip/ip6 rule and its compressed text: a dotted quad that dotted_quad reads is that
+    text already (ipaddress writes it in Python: a tenth of planning a fleet host's 9,000 others' rules)."""
+    if rule.target == "ip":
+        dotted = dotted_quad(rule.value)
+        if dotted is not None:
+            return dotted, rule.value
+    ip = _rule_ip(rule)
+    return None if ip is None else (ip, ip.compressed)
 
 
 def _rule_ip(rule: Rule) -> IPAddress | None:
