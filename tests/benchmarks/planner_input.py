@@ -1,9 +1,8 @@
-"""The planner benchmark's input (figure 4), and a child process that times it and measures its peak RSS.
+"""The planner benchmark's input (figure 4), and a child process that measures its peak RSS alone.
 
-`python -m tests.benchmarks.planner_input CASE RUNS` builds the input, plans RUNS times and prints JSON
-with each run's seconds, the process's RSS before planning and its peak (VmHWM) afterwards. A process of its
-own, as every run of the command is: in the benchmark's process the peak would be whatever an earlier
-benchmark left, and the same planning took 1.36-1.78 s there against 1.05-1.13 s alone.
+`python -m tests.benchmarks.planner_input CASE` builds the input, plans once and prints JSON with the
+process's RSS before planning and its peak (VmHWM) afterwards: in the benchmark's own process the peak
+would be whatever an earlier benchmark left.
 """
 
 from __future__ import annotations
@@ -61,18 +60,16 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def main(case: str, runs: int) -> None:
+def main(case: str) -> None:
     bans, listings, policy = build(case)
     before = _status_kib("VmRSS")
-    seconds, writes = [], 0
-    for _ in range(runs):  # one plan alive at a time: the peak is one plan's
-        started = time.perf_counter()
-        writes = len(make_plan(bans, [], listings, policy, NOW).writes())
-        seconds.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    writes = len(make_plan(bans, [], listings, policy, NOW).writes())
+    seconds = time.perf_counter() - started
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (v)forked parent, the big pytest process
     peak = _status_kib("VmHWM")
     print(json.dumps({"before_kib": before, "peak_kib": peak, "writes": writes, "seconds": seconds}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    main(sys.argv[1])

@@ -76,13 +76,11 @@ SECTIONS: dict[str, Section] = {
     ),
     "plan": Section(
         "4. Planner: 100,000 bans against 50,000 rules",
-        "plan.make_plan + Plan.writes, timed in a process of its own (as every run of the command is one; "
-        "in the benchmark's process, after the figures before it, the same planning took 1.36-1.78 s). Of "
-        "the 50,000 rules, half are up to date and half need "
+        "plan.make_plan + Plan.writes in-process. Of the 50,000 rules, half are up to date and half need "
         "a renewal (4 hosts: every rule carries a 4-host set; a quarter of them lack this host, which then "
         "joins); the other 50,000 bans are new. Bans started one a second over the last 28 hours, so notes "
-        "and times are mostly distinct. Peak memory: tracemalloc's peak during planning (a pass in the "
-        "benchmark's process), and the peak RSS of the timed process, which only builds the input and plans.",
+        "and times are mostly distinct. Peak memory: tracemalloc's peak during planning (a second pass), and "
+        "the peak RSS of a child process that only builds the input and plans once.",
         (
             "case",
             "writes",
