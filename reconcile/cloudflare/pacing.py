@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconcile.cloudflare.answers import Quota
+from reconcile.cloudflare.paging import PAGES_AT_ONCE
 from reconcile.errors import BudgetExhausted
 
 # Enough doublings to reach any sane cap; keeps base * 2**attempt from overflowing a float.
@@ -42,10 +43,10 @@ PLENTY_BURSTS = 2
 DEFAULT_RESERVE = 0.1
 # Seconds of watching (or of a window) that tell a pace from a burst (see Pacer.others_rate).
 RATE_SPAN = 30.0
-# The most requests of one run in flight at once (a listing's pages, paging.py). Answers to requests in flight
-# together may be counted by the server in another order than they started: `r` may rise by up to this much
-# between two answers without the window having reset.
-IN_FLIGHT = 4
+# The most requests of one run in flight at once: a listing's pages. Answers to requests in flight together
+# may be counted by the server in another order than they started: `r` may rise by up to this much between
+# two answers without the window having reset.
+IN_FLIGHT = PAGES_AT_ONCE
 
 
 class QuotaSpent(BudgetExhausted):

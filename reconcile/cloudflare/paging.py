@@ -72,17 +72,14 @@ def in_order(
                 page = ahead.popleft().result()
                 number += 1
                 yield page
-        except (Exception, GeneratorExit):
+        except BaseException as exc:
             if stop is not None:
                 stop.set()
-            # A 429 among them ends the run: what they meet in a round trip is seen before the listing
-            # returns. One that hangs (a timeout is 30 s) is not waited for beyond that: the transport
-            # still refuses every request after a 429, whenever it comes back.
-            wait(ahead, timeout=STOPPED_WAIT)
-            raise
-        except BaseException:
-            if stop is not None:
-                stop.set()
+            if isinstance(exc, Exception | GeneratorExit):  # not KeyboardInterrupt, SystemExit
+                # A 429 among them ends the run: what they meet in a round trip is seen before the listing
+                # returns. One that hangs (a timeout is 30 s) is not waited for beyond that: the transport
+                # still refuses every request after a 429, whenever it comes back.
+                wait(ahead, timeout=STOPPED_WAIT)
             raise
     while True:  # beyond what page 1 announced (rules were added meanwhile), or no count: one at a time
         yield fetch(number)

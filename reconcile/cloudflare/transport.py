@@ -213,8 +213,7 @@ class Transport:
         lost = False  # an attempt that may have reached the server got no answer
         for attempt in range(self.retries + 1):
             if attempt:  # no backoff for an attempt that would not be sent
-                self._refuse_after_429(method, shown)
-                _check_wanted(stop, method, shown)
+                self._go_ahead(method, shown, stop)
                 delay = backoff(attempt - 1)
                 log.info(
                     "retrying %s %s in %.2f s (attempt %d of %d): %s",
@@ -226,16 +225,15 @@ class Transport:
                     problem,
                 )
                 self._sleep(delay)
-                self._refuse_after_429(method, shown)  # neither counted nor spent: it will not be sent
-                _check_wanted(stop, method, shown)
+                self._go_ahead(method, shown, stop)  # before acquire counts an attempt that will not go
                 with self._counting:
                     self.retried += 1
             number = self._pacer.acquire(f"{method} {shown}")
-            if self._blocked is not None or (stop is not None and stop.is_set()):
-                # Another thread's request met a 429, or the listing ended, while this one waited: not sent.
+            try:  # another thread's request met a 429, or the listing ended, while this one waited
+                self._go_ahead(method, shown, stop)
+            except CloudflareError:
                 self._pacer.finished(number)
-                self._refuse_after_429(method, shown)
-                _check_wanted(stop, method, shown)
+                raise
             with self._counting:
                 self.requests += 1
             # A request never outlives the run's time limit by more than a second.
@@ -305,6 +303,14 @@ class Transport:
         if self._blocked is not None:
             raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
 
+    def _go_ahead(self, method: str, shown: str, stop: threading.Event | None) -> None:
+        """Raise unless an attempt may still go: no 429 met by the run, and its listing still wants it."""
+        self._refuse_after_429(method, shown)
+        if stop is not None and stop.is_set():
+            raise CloudflareError(
+                "not sent: the listing ended before this page was needed", method=method, path=shown
+            )
+
     def envelope(self, method: str, shown: str, answer: Answer) -> dict[str, Any]:
         """A successful envelope (with its `result`); otherwise the one CloudflareError that explains it."""
         status = answer.status
@@ -364,13 +370,6 @@ class Transport:
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-
-
-def _check_wanted(stop: threading.Event | None, method: str, shown: str) -> None:
-    if stop is not None and stop.is_set():
-        raise CloudflareError(
-            "not sent: the listing ended before this page was needed", method=method, path=shown
-        )
 
 
 def _may_have_arrived(exc: requests.RequestException) -> bool:

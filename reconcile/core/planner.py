@@ -221,32 +221,27 @@ def _plan_scope(
 
 
 def _rule_address(rule: Rule) -> tuple[IPAddress, str] | None:
-    """The address of an ip/ip6 rule and its compressed text: a dotted quad that dotted_quad reads is that
-    text already (ipaddress writes it in Python: a tenth of planning a fleet host's 9,000 others' rules)."""
-    if rule.target == "ip":
-        dotted = dotted_quad(rule.value)
-        if dotted is not None:
-            return dotted, rule.value
-    ip = _rule_ip(rule)
-    return None if ip is None else (ip, ip.compressed)
-
-
-def _rule_ip(rule: Rule) -> IPAddress | None:
-    """The address of an ip/ip6 rule: one parse (rule_key's normalised form parses to the same address)."""
+    """The address of an ip/ip6 rule and its compressed text: one parse (rule_key's normalised form parses
+    to the same address)."""
     if rule.target not in ("ip", "ip6"):
         return None
     try:
         # The target's own class first: ip_address tries IPv4 first, and its failure costs as much again.
         if rule.target == "ip6":
-            return ipaddress.IPv6Address(rule.value)
-        # Every other host's rule is parsed on every run of every host: one regex, not ipaddress's Python.
-        return dotted_quad(rule.value) or ipaddress.IPv4Address(rule.value)
+            ip: IPAddress = ipaddress.IPv6Address(rule.value)
+        else:
+            # Every other host's rule is parsed on every run of every host: one regex, not ipaddress's
+            # Python; and what it reads is the compressed text already (ipaddress writes it in Python too).
+            dotted = dotted_quad(rule.value)
+            if dotted is not None:
+                return dotted, rule.value
+            ip = ipaddress.IPv4Address(rule.value)
     except ValueError:
-        pass
-    try:
-        return ipaddress.ip_address(rule.value)  # the other family, as rule_key would accept it
-    except ValueError:
-        return None
+        try:
+            ip = ipaddress.ip_address(rule.value)  # the other family, as rule_key would accept it
+        except ValueError:
+            return None
+    return ip, ip.compressed
 
 
 def _lease_live(note: Note, now: datetime) -> bool:
