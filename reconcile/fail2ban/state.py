@@ -76,19 +76,21 @@ def _read_state(
     restore_poll: float,
 ) -> Fail2banState:
     timezone_ = tz if tz is not None else dateutil_tz.tzlocal()
-    # `get dbfile` with the jails (it only names the file); the database itself is read after the server:
-    # a ban added in between is then in both, not a restore to wait for
     if jails:
         # Configured jails need not wait for `status` (one fail2ban-client start-up, 0.1 s of every run):
         # it runs alongside their reads, and its verdict still comes first (_read_jails).
         selected = tuple(dict.fromkeys(jails))
-        by_jail, dbfile = _read_jails(command, selected, timeout, timezone_, configured=True)
+        by_jail, dbfile, stored = _read_jails(command, selected, timeout, timezone_, configured=True)
     else:
         selected = _available(run_client(command, ["status"], timeout))
-        by_jail, dbfile = _read_jails(command, selected, timeout, timezone_)
-    stored = _stored_bans(dbfile)
-    if stored is not None:
-        by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
+        by_jail, dbfile, stored = _read_jails(command, selected, timeout, timezone_)
+    # The database was read while the server answered (a tenth of a second of a 40,000-ban read, spent while
+    # waiting). A ban unbanned meanwhile would look like one still to restore: when the server lacks any
+    # stored ban, the database read after it decides (a ban added in between is then in both).
+    if stored is not None and not_shown(stored, _shown(by_jail), by_jail):
+        stored = _stored_bans(dbfile)
+        if stored is not None:
+            by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
     entries = [entry for jail in selected for entry in by_jail[jail]]
     if stored is not None:
         entries = _checked_timezone(entries, stored, timezone_)
@@ -117,8 +119,9 @@ def _available(status_output: str) -> tuple[str, ...]:
 
 def _read_jails(
     command: Sequence[str], jails: Sequence[str], timeout: float, tz: tzinfo, *, configured: bool = False
-) -> tuple[dict[str, list[BanEntry]], str]:
-    """Every jail's entries, and the answer to `get dbfile`: all or nothing.
+) -> tuple[dict[str, list[BanEntry]], str, tuple[DbBan, ...] | None]:
+    """Every jail's entries, the answer to `get dbfile` and the database's current bans, read meanwhile
+    (`_stored_bans`): all or nothing.
 
     The calls run PARALLEL_CALLS at a time. The first failure in jail order is raised after the calls
     already running have ended (each is bounded by `timeout`); calls not yet started are not made.
@@ -128,7 +131,7 @@ def _read_jails(
     with ThreadPoolExecutor(max_workers=PARALLEL_CALLS, thread_name_prefix="fail2ban-client") as pool:
         status = pool.submit(run_client, command, ["status"], timeout) if configured else None
         futures = {jail: pool.submit(_read_jail, command, jail, timeout, tz) for jail in jails}
-        dbfile = pool.submit(run_client, command, ["get", "dbfile"], timeout)
+        dbfile = pool.submit(_dbfile_and_bans, command, timeout)
         try:
             if status is not None:
                 available = _available(status.result())
@@ -138,7 +141,8 @@ def _read_jails(
                         f"configured jail(s) not in fail2ban: {', '.join(missing)}"
                         f" (fail2ban has: {', '.join(available)})"
                     )
-            return {jail: future.result() for jail, future in futures.items()}, dbfile.result()
+            by_jail = {jail: future.result() for jail, future in futures.items()}
+            return (by_jail, *dbfile.result())
         except BaseException:
             for future in futures.values():
                 future.cancel()
@@ -153,6 +157,11 @@ def _read_jail(command: Sequence[str], jail: str, timeout: float, tz: tzinfo) ->
         return parse_banip_with_time(jail, output, tz)
     except ValueError as exc:
         raise Fail2banError(_unparseable(args, exc)) from None
+
+
+def _dbfile_and_bans(command: Sequence[str], timeout: float) -> tuple[str, tuple[DbBan, ...] | None]:
+    output = run_client(command, ["get", "dbfile"], timeout)
+    return output, _stored_bans(output)
 
 
 def _stored_bans(dbfile_output: str) -> tuple[DbBan, ...] | None:

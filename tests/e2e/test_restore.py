@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconcile.fail2ban.state import RESTORE_WAIT
+from reconcile.fail2ban import state as state_module
+from reconcile.fail2ban.client import run_client as real_client
+from reconcile.fail2ban.state import RESTORE_WAIT, read_state
 from tests.support.cf_emulator import CloudflareEmulator
-from tests.support.f2b_server import running_f2b
+from tests.support.f2b_server import F2B, running_f2b
 from tests.support.harness import Harness, make_harness
 
 pytestmark = pytest.mark.fail2ban
@@ -30,6 +34,7 @@ pytestmark = pytest.mark.fail2ban
 WRAPPER = Path(__file__).resolve().parents[1] / "support" / "f2b_restore_wrapper.py"
 SHOWN = [f"45.155.205.{i}" for i in range(10, 17)]  # 7 bans the server always shows
 HIDDEN = ["45.155.205.30", "45.155.205.31"]  # 2 bans "not restored yet": under the 30 % expiry guard
+TIMEOUT = 30.0
 SERVER_TZ = "America/Los_Angeles"  # behind UTC: read as UTC, its bans look hours older than they are
 
 
@@ -230,3 +235,36 @@ def test_an_unknown_timezone_is_a_config_error_before_fail2ban_is_read(harness: 
     assert run.returncode == 2, run.stderr
     assert "[fail2ban] timezone: unknown time zone 'Mars/Olympus_Mons'" in run.stderr
     assert listings(control) == 0 and harness.cf.requests == []
+
+
+def test_a_ban_lifted_while_the_server_answers_is_not_waited_for(
+    f2b: F2B, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database is read while the server answers: a ban lifted in between is in that early reading and
+    not in the server's answer. The database read after the server decides, so nothing is waited for."""
+    lifted = "45.155.205.50"
+    f2b.ban("sshd", *SHOWN[:2], lifted)
+    early = threading.Event()
+    real_stored = state_module._stored_bans
+    listed: list[list[str]] = []
+
+    def stored(dbfile_output: str) -> Any:
+        found = real_stored(dbfile_output)
+        early.set()
+        return found
+
+    def client(command: Sequence[str], args: list[str], timeout: float) -> str:
+        if args[:3] == ["get", "sshd", "banip"]:
+            if not listed:  # the first listing: the ban is lifted after the early reading
+                assert early.wait(TIMEOUT)
+                real_client(command, ["set", "sshd", "unbanip", lifted], timeout)
+            listed.append(args)
+        return real_client(command, args, timeout)
+
+    monkeypatch.setattr(state_module, "_stored_bans", stored)
+    monkeypatch.setattr(state_module, "run_client", client)
+    with caplog.at_level(logging.DEBUG, logger="reconcile.fail2ban"):
+        state = read_state(f2b.command, ["sshd"], TIMEOUT, restore_wait=TIMEOUT)
+    assert {e.value for e in state.entries} == set(SHOWN[:2])
+    assert len(listed) == 1, "the lifted ban was waited for as one to restore"
+    assert "restor" not in caplog.text
