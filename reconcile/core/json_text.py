@@ -34,24 +34,24 @@ def dumps_with_rows(value: Mapping[str, Any], rows: str, *, encoded: bool = Fals
     if not isinstance(value.get(rows), list | tuple):
         return dumps(value)
     inner, row_line = _newline(1), _newline(2)
-    members = []
+    # The pieces, joined once at the end: a 40,000-row report is 15 MB, and every `+` of it was another
+    # copy into freshly mapped memory (seven copies: a fifth of the command, mostly page faults).
+    parts = ["{"]
     for key, item in value.items():
         if not isinstance(key, str):
             raise TypeError(f"keys must be str, not {type(key).__name__}")
-        if key == rows:
-            text = (
-                "["
-                + row_line
-                + ("," + row_line).join(item if encoded else [_row(row) for row in item])
-                + inner
-                + "]"
-                if item
-                else "[]"
-            )
+        parts += (inner if len(parts) == 1 else "," + inner, _string(key), ": ")
+        if key == rows and item:
+            texts = item if encoded else [_row(row) for row in item]
+            spaced = ["," + row_line] * (2 * len(texts))  # each row after its separator, in C
+            spaced[0] = "[" + row_line
+            spaced[1::2] = texts
+            parts += spaced
+            parts += (inner, "]")
         else:
-            text = _text(item, 1)
-        members.append(_string(key) + ": " + text)
-    return "{" + inner + ("," + inner).join(members) + "\n}"
+            parts.append("[]" if key == rows else _text(item, 1))
+    parts.append("\n}")
+    return "".join(parts)
 
 
 def _refuse(value: Any) -> Any:

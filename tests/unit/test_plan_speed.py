@@ -304,3 +304,35 @@ entries = st.lists(
 @given(entries=entries)
 def test_merge_is_the_plain_merge(entries: list[BanEntry]) -> None:
     assert merge(entries) == _merge_slowly(entries)
+
+
+# Dotted quads (merge's own reading of them), among them at most one near miss: a text a looser reader of
+# IPv4 (inet_aton, say) accepts and ipaddress does not, and one address in two jails.
+near_misses = st.sampled_from(
+    ["01.2.3.4", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00", "0x1.2.3.4", "1", "1.2.3.4.5",
+     "256.1.1.1", "1.2.3.04", "::ffff:1.2.3.4", "\u0661.2.3.4"]
+)  # fmt: skip
+quads = st.lists(
+    st.builds(
+        BanEntry,
+        jail=st.sampled_from(["sshd", "recidive"]),
+        value=st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+        start=st.integers(-9, 0).map(lambda h: NOW + timedelta(hours=h)),
+        end=st.none() | st.integers(0, 9).map(lambda h: NOW + timedelta(hours=h)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150)
+@given(entries=quads, odd=st.none() | st.tuples(st.integers(0, 30), near_misses), again=st.booleans())
+def test_merge_of_dotted_quads_is_the_plain_merge(
+    entries: list[BanEntry], odd: tuple[int, str] | None, again: bool
+) -> None:
+    if odd is not None:
+        at, value = odd
+        entries.insert(min(at, len(entries)), BanEntry("sshd", value, NOW, None))
+    if again and entries:  # one address twice
+        entries.append(BanEntry("recidive", entries[0].value, NOW - timedelta(hours=20), None))
+    assert merge(entries) == _merge_slowly(entries)
+    assert merge(tuple(entries)) == _merge_slowly(entries)
