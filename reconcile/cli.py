@@ -9,6 +9,7 @@ types are named once, in the TYPE_CHECKING block.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from reconcile import __version__
 from reconcile import config as config_mod
@@ -138,6 +139,23 @@ def selection(args: argparse.Namespace) -> Selection:
         actions=frozenset(Action(name) for names in args.actions or () for name in names),
         jails=frozenset().union(*(args.jails or ())),
     )
+
+
+def run() -> NoReturn:
+    """The installed command (and `python -m reconcile`): main(), then the process ends at once.
+
+    When main() returns the run is over: output and log lines flushed, files written and closed, the lock
+    released, worker threads joined. What the interpreter would still do is free its objects one by one
+    (60 ms after a 40,000-ban report); the kernel takes the memory back in one go. mypy exits the same way.
+    A SystemExit from main() (--help, a usage error) leaves as ever.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader gone, or a stream closed: nothing is left to say there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

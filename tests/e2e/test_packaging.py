@@ -71,7 +71,7 @@ def test_the_wheel_is_the_distribution_with_its_license_and_command(wheel):
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
     assert f"Name: {DISTRIBUTION}\n" in metadata
     assert "License-Expression: MIT\n" in metadata and "License: " not in metadata
-    assert "reconcile = reconcile.cli:main" in entry_points
+    assert "reconcile = reconcile.cli:run" in entry_points
     # The import package only: no tests, no top-level strays.
     assert {n.split("/")[0] for n in names} == {"reconcile", info}
     assert "reconcile/cli.py" in names and "reconcile/core/ranges.py" in names
@@ -102,7 +102,7 @@ def test_installed_into_a_fresh_venv_it_gives_the_reconcile_command(wheel, tmp_p
     shown = subprocess.run(
         [str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path
     )
-    assert shown.stdout.split(" ", 2) == [DISTRIBUTION, __version__, "['reconcile.cli:main']\n"]
+    assert shown.stdout.split(" ", 2) == [DISTRIBUTION, __version__, "['reconcile.cli:run']\n"]
 
 
 def test_the_build_backend_understands_an_spdx_license():
@@ -114,4 +114,4 @@ def test_the_build_backend_understands_an_spdx_license():
     (requirement,) = meta["build-system"]["requires"]
     assert requirement.replace(" ", "") == "hatchling>=1.12.2"
     assert meta["build-system"]["build-backend"] == "hatchling.build"
-    assert meta["project"]["scripts"] == {"reconcile": "reconcile.cli:main"}
+    assert meta["project"]["scripts"] == {"reconcile": "reconcile.cli:run"}
