@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 
 from reconcile.core.collector import collector_paused
-from reconcile.core.model import Ban, BanEntry, IPAddress, make_ban
+from reconcile.core.model import Ban, BanEntry, IPAddress, Rule, make_ban
 from reconcile.core.sanitize import cut
 
 # Exactly the IPv4 text ipaddress accepts (four decimal octets 0-255, no leading zero): parsed here in one
@@ -42,6 +42,30 @@ def address_of(value: str) -> IPAddress | None:
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
     return ip
+
+
+def rule_address(rule: Rule) -> tuple[IPAddress, str] | None:
+    """The address of an ip/ip6 rule and its compressed text: one parse (rule_key's normalised form parses
+    to the same address)."""
+    if rule.target not in ("ip", "ip6"):
+        return None
+    try:
+        # The target's own class first: ip_address tries IPv4 first, and its failure costs as much again.
+        if rule.target == "ip6":
+            ip: IPAddress = ipaddress.IPv6Address(rule.value)
+        else:
+            # Every other host's rule is parsed on every run of every host: one regex, not ipaddress's
+            # Python; and what it reads is the compressed text already (ipaddress writes it in Python too).
+            dotted = dotted_quad(rule.value)
+            if dotted is not None:
+                return dotted, rule.value
+            ip = ipaddress.IPv4Address(rule.value)
+    except ValueError:
+        try:
+            ip = ipaddress.ip_address(rule.value)  # the other family, as rule_key would accept it
+        except ValueError:
+            return None
+    return ip, ip.compressed
 
 
 def read_address(text: str) -> tuple[IPAddress, str]:

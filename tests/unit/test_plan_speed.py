@@ -340,3 +340,54 @@ def test_merge_of_dotted_quads_is_the_plain_merge(
         entries.append(BanEntry("recidive", entries[0].value, NOW - timedelta(hours=20), None))
     assert merge(entries) == _merge_slowly(entries)
     assert merge(tuple(entries)) == _merge_slowly(entries)
+
+
+host_sets = st.sampled_from(
+    [("web1",), ("web2",), ("web2", "web3"), ("web1", "web2"), ("w" * 300,), ("a\x1bb",)]
+)
+lease_rules = st.lists(
+    st.tuples(
+        st.integers(45 << 24, (46 << 24) - 1).map(lambda n: str(ipaddress.IPv4Address(n))),  # global
+        host_sets,
+        st.none() | st.integers(-48, 48).map(lambda h: NOW + timedelta(hours=h, seconds=7)),
+        st.sampled_from(["banned", "ended", "not banned"]),
+        st.sampled_from(["block", "challenge", "whitelist"]),
+    ),
+    max_size=25,
+    unique_by=lambda t: t[0],
+)
+
+
+@settings(max_examples=150)
+@given(listed=lease_rules)
+def test_another_hosts_lease_is_kept_as_for_unbanned_keeps_it(
+    listed: list[tuple[str, tuple[str, ...], datetime | None, str, str]],
+) -> None:
+    policy = Policy(tag=TAG, host_id="web1")
+    since = NOW - timedelta(days=3)
+    rules, bans = [], []
+    for i, (value, hosts, until, here, mode) in enumerate(listed):
+        text = format_note(TAG, Lease(("sshd",), hosts, since, until))
+        assert text is not None
+        rules.append(Rule(f"r{i}", ZONE, "ip", value, mode, text, NOW - timedelta(days=1)))
+        if here != "not banned":  # an ended ban is not desired: _for_unbanned's other reasons
+            end = NOW + timedelta(hours=1 if here == "banned" else -1)
+            bans.append(Ban(ipaddress.IPv4Address(value), ("sshd",), since, end))
+    bans.sort(key=lambda b: int(b.ip))
+    plan = make_plan(bans, [], [RuleListing(ZONE, tuple(rules))], policy, NOW)
+    made = {c.value: c for c in plan.changes if c.scope is not None}  # not the unscoped skips
+    ended = {str(b.ip): b for b in bans if b.until is not None and b.until <= NOW}
+    for rule in rules:
+        if any(str(b.ip) == rule.value and b.until and b.until > NOW for b in bans):
+            continue  # banned here: _for_banned's business
+        note = notes.parse_note(rule.notes, TAG)
+        owner = planner.owner_of(rule, note)
+        if not owner.managed:
+            assert rule.value not in made
+            continue
+        ban = ended.get(rule.value)
+        reason = "ban ended" if ban else "no longer banned"
+        ip = ipaddress.IPv4Address(rule.value)
+        listing = planner._Listed(rule, note, owner)
+        expected = planner._for_unbanned(ZONE, ip, rule.value, listing, ban, reason, policy, NOW)
+        assert made[rule.value] == expected
