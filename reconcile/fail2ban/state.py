@@ -80,15 +80,16 @@ def _read_state(
         # Configured jails need not wait for `status` (one fail2ban-client start-up, 0.1 s of every run):
         # it runs alongside their reads, and its verdict still comes first (_read_jails).
         selected = tuple(dict.fromkeys(jails))
-        by_jail, dbfile, stored = _read_jails(command, selected, timeout, timezone_, configured=True)
+        by_jail, database, stored = _read_jails(command, selected, timeout, timezone_, configured=True)
     else:
         selected = _available(run_client(command, ["status"], timeout))
-        by_jail, dbfile, stored = _read_jails(command, selected, timeout, timezone_)
+        by_jail, database, stored = _read_jails(command, selected, timeout, timezone_)
     # The database was read while the server answered (a tenth of a second of a 40,000-ban read, spent while
-    # waiting). A ban unbanned meanwhile would look like one still to restore: when the server lacks any
-    # stored ban, the database read after it decides (a ban added in between is then in both).
-    if stored is not None and not_shown(stored, _shown(by_jail), by_jail):
-        stored = _stored_bans(dbfile)
+    # waiting). It is read again after the server, which then decides, when that reading was unusable (locked
+    # by fail2ban's own write, say) or when the server lacks any stored ban: a ban lifted meanwhile would look
+    # like one still to restore (a ban added in between is then in both).
+    if database is not None and (stored is None or not_shown(stored, _shown(by_jail), by_jail)):
+        stored = _stored_bans(database)
         if stored is not None:
             by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
     entries = [entry for jail in selected for entry in by_jail[jail]]
@@ -119,9 +120,9 @@ def _available(status_output: str) -> tuple[str, ...]:
 
 def _read_jails(
     command: Sequence[str], jails: Sequence[str], timeout: float, tz: tzinfo, *, configured: bool = False
-) -> tuple[dict[str, list[BanEntry]], str, tuple[DbBan, ...] | None]:
-    """Every jail's entries, the answer to `get dbfile` and the database's current bans, read meanwhile
-    (`_stored_bans`): all or nothing.
+) -> tuple[dict[str, list[BanEntry]], str | None, tuple[DbBan, ...] | None]:
+    """Every jail's entries, fail2ban's database file and its current bans read meanwhile
+    (`_dbfile_and_bans`): all or nothing.
 
     The calls run PARALLEL_CALLS at a time. The first failure in jail order is raised after the calls
     already running have ended (each is bounded by `timeout`); calls not yet started are not made.
@@ -159,13 +160,14 @@ def _read_jail(command: Sequence[str], jail: str, timeout: float, tz: tzinfo) ->
         raise Fail2banError(_unparseable(args, exc)) from None
 
 
-def _dbfile_and_bans(command: Sequence[str], timeout: float) -> tuple[str, tuple[DbBan, ...] | None]:
-    output = run_client(command, ["get", "dbfile"], timeout)
-    return output, _stored_bans(output)
+def _dbfile_and_bans(command: Sequence[str], timeout: float) -> tuple[str | None, tuple[DbBan, ...] | None]:
+    """fail2ban's database (`get dbfile`; None: none to read) and its current bans (None: unusable)."""
+    database = _database(run_client(command, ["get", "dbfile"], timeout))
+    return database, None if database is None else _stored_bans(database)
 
 
-def _stored_bans(dbfile_output: str) -> tuple[DbBan, ...] | None:
-    """The current bans of fail2ban's database; None (and a debug line) when there is no usable one."""
+def _database(dbfile_output: str) -> str | None:
+    """The database file `get dbfile` names; None (and a debug line) when there is no usable one."""
     try:
         path = parse_dbfile(dbfile_output)
     except ValueError as exc:
@@ -173,7 +175,11 @@ def _stored_bans(dbfile_output: str) -> tuple[DbBan, ...] | None:
         return None
     if path is None:
         log.debug("fail2ban keeps no database file: no restore or time zone check")
-        return None
+    return path
+
+
+def _stored_bans(path: str) -> tuple[DbBan, ...] | None:
+    """The current bans of fail2ban's database at `path`; None when it cannot be read now."""
     return db.current_bans(path, time.time())
 
 

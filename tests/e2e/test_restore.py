@@ -268,3 +268,39 @@ def test_a_ban_lifted_while_the_server_answers_is_not_waited_for(
     assert {e.value for e in state.entries} == set(SHOWN[:2])
     assert len(listed) == 1, "the lifted ban was waited for as one to restore"
     assert "restor" not in caplog.text
+
+
+def test_a_database_locked_at_the_early_reading_is_read_after_the_server(
+    f2b: F2B, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fail2ban's own write holds the database while it is read alongside the server: that reading is
+    unusable, so the one after the server decides, and bans still being restored are waited for."""
+    f2b.ban("sshd", *SHOWN[:2], *HIDDEN)
+    early = threading.Event()
+    real_stored = state_module._stored_bans
+    listed: list[list[str]] = []
+
+    def stored(path: str) -> Any:
+        found = real_stored(path)
+        early.set()
+        return found
+
+    def client(command: Sequence[str], args: list[str], timeout: float) -> str:
+        answer = real_client(command, args, timeout)
+        if args[:3] != ["get", "sshd", "banip"]:
+            return answer
+        listed.append(args)
+        if len(listed) == 1:  # the first answer: the locked early reading is over; the restore goes on
+            assert early.wait(TIMEOUT)
+            writer.rollback()
+            return "".join(line for line in answer.splitlines(True) if not line.startswith(tuple(HIDDEN)))
+        return answer
+
+    monkeypatch.setattr(state_module, "_stored_bans", stored)
+    monkeypatch.setattr(state_module, "run_client", client)
+    locked = sqlite3.connect(f2b.dbfile, timeout=5, isolation_level=None, check_same_thread=False)
+    with contextlib.closing(locked) as writer:
+        writer.execute("BEGIN EXCLUSIVE")  # as fail2ban's own write holds it, for longer than 1 s
+        state = read_state(f2b.command, ["sshd"], TIMEOUT, restore_wait=TIMEOUT)
+    assert {e.value for e in state.entries} == {*SHOWN[:2], *HIDDEN}
+    assert len(listed) >= 2, "the bans still being restored were not waited for"
