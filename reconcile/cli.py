@@ -152,9 +152,11 @@ def run() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        # A reader gone, or a stream closed: nothing is left to say there.
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+        # None: the descriptor was closed when Python started (`2>&-`); an error: a reader gone, or a stream
+        # closed since. Nothing is left to say there, and the exit code must still be the run's.
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     os._exit(code)
 
 
@@ -168,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(args)
         # Inside the try: buffered output reaches a closed pipe here at the latest, not at interpreter exit.
-        sys.stdout.flush()
+        _flush_stdout()
         return code
     except BrokenPipeError:
         return _reader_gone(code)
@@ -213,9 +215,15 @@ def _print(text: str) -> None:
     """print() to stdout that survives a reader which has gone: the run goes on (metrics, summary line)."""
     try:
         print(text)
-        sys.stdout.flush()
+        _flush_stdout()
     except BrokenPipeError:
         _stdout_to_devnull()
+
+
+def _flush_stdout() -> None:
+    # None: started with stdout closed (`>&-`); print() then writes nowhere, as to /dev/null, and so this.
+    if sys.stdout is not None:
+        sys.stdout.flush()
 
 
 def _main(args: argparse.Namespace) -> int:

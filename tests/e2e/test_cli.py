@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.harness import RECONCILE, Harness
 
 # What a run needs and --version does not: together ~0.2 s of imports.
@@ -93,6 +95,22 @@ def test_run_into_a_closed_pipe_still_applies_and_keeps_its_code(harness: Harnes
     assert_quiet_stop(result)
     assert "45.155.205.60" in harness.rules()
     assert "reconcile_last_run_exit_code 0.0" in metrics.read_text()
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_stream_keeps_the_commands_code(harness: Harness, closed: str):
+    """Started with stdout or stderr closed (`>&-`, `2>&-`): the exit code is still the run's, 0 for a
+    report and 2 for a configuration error (the command's end once flushed its streams unchecked: 1)."""
+    harness.f2b.ban("sshd", "45.155.205.62")
+    config = harness.config()
+    fd = 1 if closed == "stdout" else 2
+    for args, code in (["--config", str(config), "--report"], 0), (["--config", "/nonexistent"], 2):
+        # sh only closes the descriptor and execs the command: no shell between the test and the run.
+        argv = ["sh", "-c", f'exec "$0" "$@" {fd}>&-', str(RECONCILE), *args]
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        harness.outputs.append(result.stderr)
+        assert result.returncode == code, (args, result.stdout[-500:], result.stderr[-2000:])
+        assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_report_filters_choose_the_rows(harness: Harness):
