@@ -237,6 +237,20 @@ def test_an_unknown_timezone_is_a_config_error_before_fail2ban_is_read(harness: 
     assert listings(control) == 0 and harness.cf.requests == []
 
 
+def early_reading(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An Event set once the first reading of fail2ban's database (the one alongside the server) ended."""
+    early = threading.Event()
+    real_stored = state_module._stored_bans
+
+    def stored(path: str) -> Any:
+        found = real_stored(path)
+        early.set()
+        return found
+
+    monkeypatch.setattr(state_module, "_stored_bans", stored)
+    return early
+
+
 def test_a_ban_lifted_while_the_server_answers_is_not_waited_for(
     f2b: F2B, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -244,14 +258,8 @@ def test_a_ban_lifted_while_the_server_answers_is_not_waited_for(
     not in the server's answer. The database read after the server decides, so nothing is waited for."""
     lifted = "45.155.205.50"
     f2b.ban("sshd", *SHOWN[:2], lifted)
-    early = threading.Event()
-    real_stored = state_module._stored_bans
+    early = early_reading(monkeypatch)
     listed: list[list[str]] = []
-
-    def stored(dbfile_output: str) -> Any:
-        found = real_stored(dbfile_output)
-        early.set()
-        return found
 
     def client(command: Sequence[str], args: list[str], timeout: float) -> str:
         if args[:3] == ["get", "sshd", "banip"]:
@@ -261,7 +269,6 @@ def test_a_ban_lifted_while_the_server_answers_is_not_waited_for(
             listed.append(args)
         return real_client(command, args, timeout)
 
-    monkeypatch.setattr(state_module, "_stored_bans", stored)
     monkeypatch.setattr(state_module, "run_client", client)
     with caplog.at_level(logging.DEBUG, logger="reconcile.fail2ban"):
         state = read_state(f2b.command, ["sshd"], TIMEOUT, restore_wait=TIMEOUT)
@@ -276,14 +283,8 @@ def test_a_database_locked_at_the_early_reading_is_read_after_the_server(
     """fail2ban's own write holds the database while it is read alongside the server: that reading is
     unusable, so the one after the server decides, and bans still being restored are waited for."""
     f2b.ban("sshd", *SHOWN[:2], *HIDDEN)
-    early = threading.Event()
-    real_stored = state_module._stored_bans
+    early = early_reading(monkeypatch)
     listed: list[list[str]] = []
-
-    def stored(path: str) -> Any:
-        found = real_stored(path)
-        early.set()
-        return found
 
     def client(command: Sequence[str], args: list[str], timeout: float) -> str:
         answer = real_client(command, args, timeout)
@@ -296,7 +297,6 @@ def test_a_database_locked_at_the_early_reading_is_read_after_the_server(
             return "".join(line for line in answer.splitlines(True) if not line.startswith(tuple(HIDDEN)))
         return answer
 
-    monkeypatch.setattr(state_module, "_stored_bans", stored)
     monkeypatch.setattr(state_module, "run_client", client)
     locked = sqlite3.connect(f2b.dbfile, timeout=5, isolation_level=None, check_same_thread=False)
     with contextlib.closing(locked) as writer:
