@@ -210,9 +210,11 @@ def _plan_scope(
         # Another host's live lease, not banned here: nearly every rule a fleet's host lists. Kept as
         # _for_unbanned keeps it, without its steps (tests/unit/test_plan_speed.py compares).
         if (owner.kind is _HOSTS and note and mine[0] not in owner.hosts and value not in not_desired
-                and (note.until is None or note.until > now)):  # fmt: skip
-            text = texts.get(id(owner)) or texts.setdefault(id(owner), str(owner))
-            reason = f"{text}'s lease, until {_until_text(note.until)}"
+                and _lease_live(note, now)):  # fmt: skip
+            text = texts.get(id(owner))
+            if text is None:
+                text = texts[id(owner)] = str(owner)
+            reason = _others_lease(text, note.until)
             changes.append(planned(_KEEP, value, reason, scope, None, listed.rule, owner, None, "", (),
                                    addresses[value], note.asn, None))  # fmt: skip
             continue
@@ -232,6 +234,10 @@ def _plan_scope(
 
 def _lease_live(note: Note, now: datetime) -> bool:
     return note.until is None or note.until > now
+
+
+def _others_lease(owner: str, until: datetime | None) -> str:
+    return f"{owner}'s lease, until {_until_text(until)}"
 
 
 def _until_text(until: datetime | None) -> str:
@@ -376,5 +382,5 @@ def _for_unbanned(
     if me in note.hosts:
         return base.keep(reason if live else f"lease ended {_until_text(note.until)}", Action.EXPIRE)
     if live:
-        return base.keep(f"{owner}'s lease, until {_until_text(note.until)}")
+        return base.keep(_others_lease(str(owner), note.until))
     return base.keep(f"{owner}'s lease ended {_until_text(note.until)}", Action.EXPIRE)

@@ -29,12 +29,12 @@ def current_bans(path: str, now: float) -> tuple[DbBan, ...] | None:
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT, isolation_level=None)
     except (sqlite3.Error, OSError) as exc:
-        log.debug("fail2ban database %s not readable (%s): no restore or time zone check", path, exc)
+        log.debug("fail2ban database %s not readable (%s)", path, exc)
         return None
     try:
         rows = connection.execute(_CURRENT, (int(now),)).fetchall()
     except sqlite3.Error as exc:
-        log.debug("fail2ban database %s not usable (%s): no restore or time zone check", path, exc)
+        log.debug("fail2ban database %s not usable (%s)", path, exc)
         return None
     finally:
         connection.close()  # at once: fail2ban must not find its database locked

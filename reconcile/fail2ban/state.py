@@ -90,7 +90,9 @@ def _read_state(
     # like one still to restore (a ban added in between is then in both).
     if database is not None and (stored is None or not_shown(stored, _shown(by_jail), by_jail)):
         stored = _stored_bans(database)
-        if stored is not None:
+        if stored is None:  # said here: the early reading's failure alone decides nothing
+            log.debug("fail2ban database %s unusable: no restore or time zone check", database)
+        else:
             by_jail = _await_restore(command, timeout, timezone_, by_jail, stored, restore_wait, restore_poll)
     entries = [entry for jail in selected for entry in by_jail[jail]]
     if stored is not None:
