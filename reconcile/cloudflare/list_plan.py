@@ -14,6 +14,7 @@ from typing import Any
 from reconcile.cloudflare.answers import timestamp
 from reconcile.core.addresses import is_allowlisted
 from reconcile.core.changes import Action, Capacity, Change, Membership, OwnerKind, Plan, Policy
+from reconcile.core.merge import is_dotted_quad
 from reconcile.core.model import Ban, IPAddress, Network, Rule, Scope
 from reconcile.core.notes import parse_note
 from reconcile.core.planner import owner_of
@@ -105,8 +106,10 @@ def foreign_cover(plan: Plan, rules: Sequence[Rule], policy: Policy) -> Plan:
     """An add that a foreign wider CIDR item already covers is foreign: an upsert must never shadow it."""
     foreign = []
     for rule in rules:
+        if rule.target != "ip_range":  # asked first: parsing every item's note for this cost 0.1 s per run
+            continue
         note = parse_note(rule.notes, policy.tag, jails=policy.jails, tagged_only=policy.tagged_only)
-        if rule.target == "ip_range" and not owner_of(rule, note).managed:
+        if not owner_of(rule, note).managed:
             foreign.append(ipaddress.ip_network(rule.value))
     if not foreign:
         return plan
@@ -212,16 +215,20 @@ def item_rule(item: dict[str, Any], scope: Scope, mode: str, shown: str) -> Rule
         raise bad(f"item {item_id} has no ip")
     if comment is not None and not isinstance(comment, str):
         raise bad(f"item {item_id} has a comment of type {type(comment).__name__}")
-    try:
-        net = ipaddress.ip_network(ip, strict=False)
-    except ValueError:
-        raise bad(f"item {item_id} has ip {ip[:60]!r}, not an address or CIDR") from None
-    if net.num_addresses == 1:
-        target, value = "ip", str(net.network_address)
-    elif net.version == 6 and net.prefixlen == IPV6_PREFIX:
-        target, value = "ip6", net.network_address.compressed
-    else:
-        target, value = "ip_range", str(net)
+    target, value = "ip", ip
+    # Nearly every item is a plain IPv4 address, already as ip_network would write it: one regex match, not
+    # ipaddress's Python (a quarter of a second of listing 10,000 items, between the cursor's pages).
+    if not is_dotted_quad(ip):
+        try:
+            net = ipaddress.ip_network(ip, strict=False)
+        except ValueError:
+            raise bad(f"item {item_id} has ip {ip[:60]!r}, not an address or CIDR") from None
+        if net.num_addresses == 1:
+            target, value = "ip", str(net.network_address)
+        elif net.version == 6 and net.prefixlen == IPV6_PREFIX:
+            target, value = "ip6", net.network_address.compressed
+        else:
+            target, value = "ip_range", str(net)
     return Rule(
         id=item_id,
         scope=scope,

@@ -28,7 +28,8 @@ def retire(
     list has no room for (those rules stay), never adding a rule; at most `fraction` of a scope's managed
     rules go per run, so the safety guard never has to refuse the list's own sync for them."""
     overflow = {c.ip for c in plan.changes if c.capacity is Capacity.OVER}
-    kept = [b for b in bans if item_network(b.ip).network_address in overflow]
+    # Without overflow (nearly every run) no ban stays: not a network made per ban to find that out.
+    kept = [b for b in bans if item_network(b.ip).network_address in overflow] if overflow else []
     retired = make_plan(kept, [], rules, policy, now)
     changes: list[Change] = []
     for listing in rules:

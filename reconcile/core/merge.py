@@ -28,6 +28,11 @@ def dotted_quad(value: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
 
 
+def is_dotted_quad(value: str) -> bool:
+    """Whether `value` is an IPv4 address exactly as ipaddress writes it (so its own compressed text)."""
+    return _IPV4.fullmatch(value) is not None
+
+
 def address_of(value: str) -> IPAddress | None:
     dotted = dotted_quad(value)
     if dotted is not None:

@@ -7,6 +7,10 @@ import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from reconcile.cloudflare.list_plan import (
     OVER_CAPACITY,
     fit_capacity,
@@ -21,6 +25,7 @@ from reconcile.core.changes import Action, Capacity, Plan, Policy
 from reconcile.core.model import Ban, Rule, RuleListing, Scope, ScopeKind
 from reconcile.core.notes import Lease, format_note
 from reconcile.core.planner import make_plan
+from reconcile.errors import CloudflareError
 
 TAG = "Blocked by fail2ban"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -106,6 +111,39 @@ def test_items_are_read_as_rules() -> None:
         "2a06:4880:1:2::",
     )
     assert (item("45.155.0.0/16", "x").target, item("2a06::/32", "x").target) == ("ip_range", "ip_range")
+
+
+def _read_by_ipaddress(ip: str) -> tuple[str, str] | None:
+    """An item's (target, value) as ipaddress reads its `ip`; None where it reads no address or CIDR."""
+    try:
+        net = ipaddress.ip_network(ip, strict=False)
+    except ValueError:
+        return None
+    if net.num_addresses == 1:
+        return "ip", str(net.network_address)
+    if net.version == 6 and net.prefixlen == 64:
+        return "ip6", net.network_address.compressed
+    return "ip_range", str(net)
+
+
+# item_rule reads a plain dotted quad without ipaddress; near misses must still go the way ipaddress decides.
+item_ips = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))) | st.sampled_from(
+    ["01.2.3.4", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00", "0x1.2.3.4", "1", "1.2.3.4.5",
+     "256.1.1.1", "1.2.3.04", "::ffff:1.2.3.4", "\u0661.2.3.4", "1.2.3.4/32", "1.2.3.0/24", "1.2.3.4/33",
+     "0.0.0.0", "255.255.255.255", "2a06:4880::1", "2a06:4880::/64", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(ip=item_ips)
+def test_an_items_address_is_read_as_ipaddress_reads_it(ip: str) -> None:
+    expected = _read_by_ipaddress(ip)
+    if expected is None:
+        with pytest.raises(CloudflareError, match="not an address or CIDR"):
+            item(ip, None)
+    else:
+        got = item(ip, None)
+        assert (got.target, got.value) == expected
 
 
 def test_a_foreign_item_or_wider_cidr_makes_the_ban_foreign_and_a_tagged_cidr_does_not() -> None:
