@@ -13,7 +13,6 @@ import math
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -404,39 +403,28 @@ PLAN_RUNS = 5
 
 @pytest.mark.parametrize("case", planner_input.CASES)
 def test_planner(case: str) -> None:
-    bans, listings, policy = planner_input.build(case)
-    now = planner_input.NOW
-    seconds = []
-    for _ in range(PLAN_RUNS):
-        started = time.perf_counter()
-        writes = len(make_plan(bans, [], listings, policy, now).writes())
-        seconds.append(time.perf_counter() - started)
-    tracemalloc.start()  # a pass of its own: tracing slows the code down severalfold
-    make_plan(bans, [], listings, policy, now).writes()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     child = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.planner_input", case],
+        [sys.executable, "-m", "tests.benchmarks.planner_input", case, str(PLAN_RUNS)],
         cwd=report.ROOT,
         capture_output=True,
         text=True,
         check=True,
         timeout=300,
     )
-    rss = json.loads(child.stdout)
+    measured = json.loads(child.stdout)
     report.sample_load(f"planner, {case}")
-    took = report.median(seconds)
-    peak_mib, rss_mib = peak / 2**20, rss["peak_kib"] / 1024
+    took = report.median(measured["seconds"])
+    peak_mib, rss_mib = measured["traced_peak"] / 2**20, measured["peak_kib"] / 1024
     report.record(
         "plan",
         **{
             "case": case,
-            "writes": writes,
+            "writes": measured["writes"],
             "s (median)": took,
             "runs": PLAN_RUNS,
             "tracemalloc peak MiB": round(peak_mib, 1),
             "child peak RSS MiB": round(rss_mib, 1),
-            "RSS growth MiB": round((rss["peak_kib"] - rss["before_kib"]) / 1024, 1),
+            "RSS growth MiB": round((measured["peak_kib"] - measured["before_kib"]) / 1024, 1),
             "target": "< 1 s, < 200 MB",
             "result": f"time {report.verdict(took < 1.0)}, "
             f"memory {report.verdict(peak_mib < 200 and rss_mib < 200)}",
