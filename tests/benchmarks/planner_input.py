@@ -3,8 +3,7 @@
 `python -m tests.benchmarks.planner_input CASE RUNS` builds the input, plans RUNS times, then once more under
 tracemalloc, and prints JSON: each run's seconds, the process's RSS before planning and its peak (VmHWM)
 before the traced pass, and tracemalloc's peak. A process of its own, as each run of the product is: in the
-benchmark's process, after a dozen other benchmarks and beside the fleet's, the same planner measured
-10-20 % slower, and the peak RSS would be whatever an earlier benchmark left.
+benchmark's process the peak RSS would be whatever an earlier benchmark left.
 """
 
 from __future__ import annotations
