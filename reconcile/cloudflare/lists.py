@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -108,22 +109,37 @@ class ListBackend:
     def listings(self, *, read_only: bool = False) -> list[RuleListing]:
         # --report creates nothing (DESIGN §7): without the list, it plans against an empty one.
         self.list_id = self._find(self.config.cloudflare.list_name) if read_only else self._find_or_create()
+        if self.config.cloudflare.waf_rule == "off":
+            return [self._listing()]
+        # The zones do not depend on the items: read meanwhile, as the cursor's pages can only go one after
+        # another (0.1 s of a kicked run's ban to edge). The transport is shared by threads already.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zones")
+        try:
+            zones = pool.submit(self._zone_listings)
+            return [self._listing(), *zones.result()]
+        finally:
+            # Not waited for when the items failed or Ctrl-C came: a run stops at once (its reads only).
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _listing(self) -> RuleListing:
         rules, complete = self._items() if self.list_id else ([], True)
         self._rules, self._listed = tuple(rules), len(rules)
-        listings = [RuleListing(self.scope, self._rules, complete)]
-        if self.config.cloudflare.waf_rule != "off":
-            self._unenforced = waf.enforce(
-                self.transport,
-                self.config.cloudflare.zone_ids,
-                self.config.cloudflare.list_name,
-                self.config.cloudflare.mode,
-                "check",
-            )
-            if not self._unenforced:
-                # The list blocks in every zone: the rules this host made there can go (see the class).
-                zones = [Scope(ScopeKind.ZONE, z) for z in self.config.cloudflare.zone_ids]
-                listings += readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
-        return listings
+        return RuleListing(self.scope, self._rules, complete)
+
+    def _zone_listings(self) -> list[RuleListing]:
+        """Whether each zone enforces the list; when all do, their IP Access Rules (this host's go)."""
+        self._unenforced = waf.enforce(
+            self.transport,
+            self.config.cloudflare.zone_ids,
+            self.config.cloudflare.list_name,
+            self.config.cloudflare.mode,
+            "check",
+        )
+        if self._unenforced:
+            return []
+        # The list blocks in every zone: the rules this host made there can go (see the class).
+        zones = [Scope(ScopeKind.ZONE, z) for z in self.config.cloudflare.zone_ids]
+        return readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
 
     def existing(self) -> tuple[Found, ...]:
         config = self.config
