@@ -128,17 +128,14 @@ class ListBackend:
 
     def _zone_listings(self) -> list[RuleListing]:
         """Whether each zone enforces the list; when all do, their IP Access Rules (this host's go)."""
+        cloudflare = self.config.cloudflare
         self._unenforced = waf.enforce(
-            self.transport,
-            self.config.cloudflare.zone_ids,
-            self.config.cloudflare.list_name,
-            self.config.cloudflare.mode,
-            "check",
+            self.transport, cloudflare.zone_ids, cloudflare.list_name, cloudflare.mode, "check"
         )
         if self._unenforced:
             return []
         # The list blocks in every zone: the rules this host made there can go (see the class).
-        zones = [Scope(ScopeKind.ZONE, z) for z in self.config.cloudflare.zone_ids]
+        zones = [Scope(ScopeKind.ZONE, z) for z in cloudflare.zone_ids]
         return readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
 
     def existing(self) -> tuple[Found, ...]:
