@@ -112,14 +112,19 @@ class ListBackend:
         if self.config.cloudflare.waf_rule == "off":
             return [self._listing()]
         # The zones do not depend on the items: read meanwhile, as the cursor's pages can only go one after
-        # another (0.1 s of a kicked run's ban to edge). The transport is shared by threads already.
+        # another (0.1 s of a kicked run's ban to edge). Not waited for when the items fail or Ctrl-C comes.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zones")
         try:
             zones = pool.submit(self._zone_listings)
-            return [self._listing(), *zones.result()]
+            found = [self._listing(), *zones.result()]
+        except RateLimited:
+            self.transport.raise_if_limited()  # the 429 the zones met, not the page it refused
+            raise
         finally:
-            # Not waited for when the items failed or Ctrl-C came: a run stops at once (its reads only).
             pool.shutdown(wait=False, cancel_futures=True)
+        # A 429 ends the run (DESIGN §6), the WAF check's too (it reads one as "not readable"), at any timing.
+        self.transport.raise_if_limited()
+        return found
 
     def _listing(self) -> RuleListing:
         rules, complete = self._items() if self.list_id else ([], True)
@@ -178,11 +183,7 @@ class ListBackend:
     def _existing(self) -> RuleListing | None:
         """The list's items as listings() reads them, or None without the list; creates nothing."""
         self.list_id = self._find(self.config.cloudflare.list_name)
-        if not self.list_id:
-            return None
-        rules, complete = self._items()
-        self._rules, self._listed = tuple(rules), len(rules)
-        return RuleListing(self.scope, self._rules, complete)
+        return self._listing() if self.list_id else None
 
     def _find_or_create(self) -> str:
         name = self.config.cloudflare.list_name
@@ -382,17 +383,18 @@ class ListBackend:
             delay = min(delay * 2, POLL_MAX)
 
     def enforcement(self) -> tuple[str, ...]:
-        if self.config.cloudflare.waf_rule == "off" or self._unenforced == ():
+        cloudflare = self.config.cloudflare
+        if cloudflare.waf_rule == "off" or self._unenforced == ():
             return ()  # not asked, or every zone enforced the list when the run began
-        if self.config.cloudflare.waf_rule == "check" and self._unenforced is not None:
+        if cloudflare.waf_rule == "check" and self._unenforced is not None:
             return self._unenforced
         try:
             return waf.enforce(
                 self.transport,
-                self.config.cloudflare.zone_ids,
-                self.config.cloudflare.list_name,
-                self.config.cloudflare.mode,
-                self.config.cloudflare.waf_rule,
+                cloudflare.zone_ids,
+                cloudflare.list_name,
+                cloudflare.mode,
+                cloudflare.waf_rule,
             )
         except ReconcileError as exc:  # a 429 or the budget: the rule is unknown, so not known to block
             return (f"WAF rule not checked: {exc}",)

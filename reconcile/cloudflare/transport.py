@@ -299,6 +299,11 @@ class Transport:
             status=status,
         )
 
+    def raise_if_limited(self) -> None:
+        """The RateLimited of the request that met the run's 429, if one did (not of one refused after it)."""
+        if self._blocked is not None:
+            raise self._blocked
+
     def _refuse_after_429(self, method: str, shown: str) -> None:
         if self._blocked is not None:
             raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)

@@ -268,6 +268,23 @@ def test_a_429_from_another_operation_ends_the_run_with_4(harness: Harness) -> N
 
 
 @integration
+def test_a_429_on_the_waf_check_ends_the_report_and_the_run_with_4(harness: Harness) -> None:
+    # The WAF check is read while the items are listed: its 429 must end the run whether it comes before
+    # the items' last page or after (it once ended --report with 0 and a report, or 4, by timing).
+    harness.f2b.ban("sshd", "45.155.205.1")
+    enforced(harness)
+    harness.list_config()
+    for args in (["--report"], []):
+        harness.cf.inject(
+            "429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$"
+        )
+        result = harness.run(*args)
+        assert result.returncode == 4, result.stderr
+        assert "rate limited" in result.stderr and "entrypoint" in result.stderr, result.stderr
+        assert result.stdout == "" and harness.items() == {}
+
+
+@integration
 def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path) -> None:
     ips = addresses(20)
     harness.f2b.ban("sshd", *ips)

@@ -70,6 +70,7 @@ FAULT_KINDS = frozenset(
         "400",
         "lost",  # carried out, then the connection is reset: the answer is lost
         "late",  # carried out at once, answered once the client gave up (at the latest after `delay`)
+        "429",  # this one request refused as over the quota (Retry-After 60), the window left as it is
     }
 )
 # "delay": carried out and answered once the client gave up (closed the connection), at the latest after
@@ -419,6 +420,10 @@ def _fault_reply(kind: str) -> _Reply:
         return _Reply(200, json.dumps(doc).encode(), check=False)
     if kind == "malformed_json":
         return _Reply(200, b'{"success": true, "errors": [], "messages": [], "result": [{"id": ', check=False)
+    if kind == "429":
+        return _error(
+            429, E_RATE, "Please wait and consider throttling your request speed", (("Retry-After", "60"),)
+        )
     if kind == "missing_result":
         return _Reply(200, json.dumps({"success": True, "errors": [], "messages": []}).encode(), check=False)
     # "400"
