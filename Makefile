@@ -68,7 +68,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: system-deps $(STAMP)
-	$(BIN)/pytest -q -s -o python_files="bench_*.py" tests/benchmarks
+	$(BIN)/pytest -q -s -o python_files="bench_*.py" --durations=12 tests/benchmarks
 
 demo: system-deps $(STAMP)
 	$(BIN)/python -m tests.support.demo

@@ -65,5 +65,7 @@ def test_fleet() -> None:
         "fleet",
         "The sizes run at idle priority in the background of the whole `make bench` "
         "(tests/benchmarks/fleet_background.py); their figures are in simulated time, which the CPU they get "
-        "cannot change. The load average of the other figures includes them.",
+        "cannot change. They are stopped while the planner, start-up and `--report` are measured (CPU-bound, "
+        "with targets in absolute time); the other figures, ban to edge included (mostly waits on the "
+        "emulator and fail2ban), are measured beside them, and their load average includes them.",
     )

@@ -7,9 +7,11 @@ processes when the session starts, at idle priority (SCHED_IDLE: they get a core
 wants it), and test_fleet, the session's last test, collects them. Their figures are in simulated time, so
 the priority changes when they finish, never what they measure.
 
-Idle priority is not no cost: next to them the `--report` figure measured 5-15 % slower, and its target
-(1.2 x the bare reads + 1 s) has a constant part that does not scale with that. So that figure is measured
-with them stopped (`paused`); the rest of the session lends them its idle core.
+Idle priority is not no cost: next to them the `--report` figure measured 5-15 % slower (its target, 1.2 x
+the bare reads + 1 s, has a constant part that does not scale with that), the planner 17 % and start-up 45 %.
+So those three CPU-bound figures are measured with them stopped (`paused`, 40 s in all); the rest of the
+session, ban to edge included (mostly waits), lends them its idle core: stopped for longer, they would
+finish after the last test.
 """
 
 from __future__ import annotations

@@ -99,7 +99,8 @@ SECTIONS: dict[str, Section] = {
     "startup": Section(
         "5. Start-up",
         "Wall time of the installed command, medians of 10. `--report` on an empty ban list: a real "
-        "fail2ban-server with no bans, the emulator with an empty zone.",
+        "fail2ban-server with no bans, the emulator with an empty zone. The fleet simulation (section 9) is "
+        "stopped meanwhile, as for sections 4 and 7.",
         ("command", "ms (median)", "min ms", "max ms", "target", "result"),
     ),
     "enrich": Section(
