@@ -57,10 +57,14 @@ class RateLimited(CloudflareError):
 
     exit_code = EXIT_PARTIAL
 
-    def __init__(self, *, method: str, path: str, retry_after: float | None) -> None:
+    def __init__(self, *, method: str, path: str, retry_after: float | None, refused: bool = False) -> None:
         self.retry_after = retry_after
         when = f"retry after {retry_after:g} s" if retry_after is not None else "no retry-after given"
-        super().__init__(f"rate limited by Cloudflare ({when})", method=method, path=path, status=429)
+        if refused:  # never sent: no HTTP status of its own to show (`--check` lists each such request)
+            message = f"not sent: an earlier request was rate limited by Cloudflare ({when})"
+            super().__init__(message, method=method, path=path)
+        else:
+            super().__init__(f"rate limited by Cloudflare ({when})", method=method, path=path, status=429)
 
 
 class BudgetExhausted(ReconcileError):

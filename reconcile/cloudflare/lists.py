@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -112,17 +112,18 @@ class ListBackend:
         if self.config.cloudflare.waf_rule == "off":
             return [self._listing()]
         # The zones do not depend on the items: read meanwhile, as the cursor's pages can only go one after
-        # another (0.1 s of a kicked run's ban to edge). Not waited for when the items fail or Ctrl-C comes.
+        # another (0.1 s of a kicked run's ban to edge). Not waited for on Ctrl-C. A 429 on either thread
+        # ends the run (DESIGN §6, §9), the WAF check's too (it reads one as "not readable"), at any timing.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zones")
         try:
             zones = pool.submit(self._zone_listings)
             found = [self._listing(), *zones.result()]
-        except RateLimited:
-            self.transport.raise_if_limited()  # the 429 the zones met, not the page it refused
+        except ReconcileError as exc:
+            wait([zones])  # their outcome too, so that a 429 there decides whichever came first
+            self.transport.raise_if_limited(instead_of=exc)
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        # A 429 ends the run (DESIGN §6), the WAF check's too (it reads one as "not readable"), at any timing.
         self.transport.raise_if_limited()
         return found
 
@@ -132,14 +133,13 @@ class ListBackend:
         return RuleListing(self.scope, self._rules, complete)
 
     def _zone_listings(self) -> list[RuleListing]:
-        """Whether each zone enforces the list; when all do, their IP Access Rules (this host's go)."""
+        """Whether each zone enforces the list; when all do, their IP Access Rules (this host's then go)."""
         cloudflare = self.config.cloudflare
         self._unenforced = waf.enforce(
             self.transport, cloudflare.zone_ids, cloudflare.list_name, cloudflare.mode, "check"
         )
         if self._unenforced:
             return []
-        # The list blocks in every zone: the rules this host made there can go (see the class).
         zones = [Scope(ScopeKind.ZONE, z) for z in cloudflare.zone_ids]
         return readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
 

@@ -36,7 +36,7 @@ from reconcile.cloudflare.answers import (
 from reconcile.cloudflare.base_url import checked_base_url
 from reconcile.cloudflare.credentials import Credentials
 from reconcile.cloudflare.pacing import Pacer, backoff
-from reconcile.errors import CloudflareError, RateLimited
+from reconcile.errors import CloudflareError, RateLimited, ReconcileError
 
 # One logger for all Cloudflare traffic, whichever resource sends it.
 log = logging.getLogger("reconcile.cloudflare")
@@ -299,14 +299,17 @@ class Transport:
             status=status,
         )
 
-    def raise_if_limited(self) -> None:
-        """The RateLimited of the request that met the run's 429, if one did (not of one refused after it)."""
+    def raise_if_limited(self, instead_of: ReconcileError | None = None) -> None:
+        """The RateLimited of the request that met the run's 429, if one did (not of one refused after it).
+        `instead_of`: the error it replaces, still logged unless it is a 429 itself."""
         if self._blocked is not None:
+            if instead_of is not None and not isinstance(instead_of, RateLimited):
+                log.error("%s", instead_of)
             raise self._blocked
 
     def _refuse_after_429(self, method: str, shown: str) -> None:
         if self._blocked is not None:
-            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after)
+            raise RateLimited(method=method, path=shown, retry_after=self._blocked.retry_after, refused=True)
 
     def _go_ahead(self, method: str, shown: str, stop: threading.Event | None) -> None:
         """Raise unless an attempt may still go: no 429 met by the run, and its listing still wants it."""

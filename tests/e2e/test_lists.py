@@ -285,6 +285,29 @@ def test_a_429_on_the_waf_check_ends_the_report_and_the_run_with_4(harness: Harn
 
 
 @integration
+def test_a_429_on_the_waf_check_decides_over_the_items_failing_meanwhile(harness: Harness) -> None:
+    # The items' first page refused (403) while the WAF check meets a 429: the 429 ends the run with 4, as
+    # it would have alone, whichever answer came first; the 403 is still said. `--check` then names the
+    # requests it did not send as not sent, not as answered 429.
+    harness.f2b.ban("sshd", "45.155.205.1")
+    enforced(harness)
+    harness.list_config()
+    assert harness.run().returncode == 0
+    for args in (["--report"], []):
+        harness.cf.inject("403", method="GET", path="/items$")
+        harness.cf.inject(
+            "429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$"
+        )
+        result = harness.run(*args)
+        assert result.returncode == 4, result.stderr
+        assert "entrypoint -> HTTP 429" in result.stderr and "-> HTTP 403" in result.stderr, result.stderr
+    harness.cf.inject("429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$")
+    checked = harness.run("--check")
+    assert "not sent: an earlier request was rate limited" in checked.stdout, checked.stdout
+    assert checked.stdout.count("HTTP 429") == 1, checked.stdout
+
+
+@integration
 def test_the_mass_expiry_guard_applies_to_items(harness: Harness, tmp_path: Path) -> None:
     ips = addresses(20)
     harness.f2b.ban("sshd", *ips)

@@ -71,6 +71,7 @@ FAULT_KINDS = frozenset(
         "lost",  # carried out, then the connection is reset: the answer is lost
         "late",  # carried out at once, answered once the client gave up (at the latest after `delay`)
         "429",  # this one request refused as over the quota (Retry-After 60), the window left as it is
+        "403",  # this one request refused as the token's permissions would (Cloudflare's code 10000)
     }
 )
 # "delay": carried out and answered once the client gave up (closed the connection), at the latest after
@@ -424,6 +425,8 @@ def _fault_reply(kind: str) -> _Reply:
         return _error(
             429, E_RATE, "Please wait and consider throttling your request speed", (("Retry-After", "60"),)
         )
+    if kind == "403":
+        return _error(403, E_AUTH, "Authentication error")
     if kind == "missing_result":
         return _Reply(200, json.dumps({"success": True, "errors": [], "messages": []}).encode(), check=False)
     # "400"
