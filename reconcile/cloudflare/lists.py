@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from reconcile.cloudflare import waf
+from reconcile.cloudflare import paging, waf
 from reconcile.cloudflare.answers import show, whole
 from reconcile.cloudflare.backend import Found, ListFound, ZoneEnforcement
 from reconcile.cloudflare.list_plan import (
@@ -119,7 +119,8 @@ class ListBackend:
             zones = pool.submit(self._zone_listings)
             found = [self._listing(), *zones.result()]
         except ReconcileError as exc:
-            wait([zones])  # their outcome too, so that a 429 there decides whichever came first
+            # Their outcome too, as for a listing's pages (paging.in_order): a 429 there decides.
+            wait([zones], timeout=paging.STOPPED_WAIT)
             self.transport.raise_if_limited(instead_of=exc)
             raise
         finally:
@@ -134,13 +135,10 @@ class ListBackend:
 
     def _zone_listings(self) -> list[RuleListing]:
         """Whether each zone enforces the list; when all do, their IP Access Rules (this host's then go)."""
-        cloudflare = self.config.cloudflare
-        self._unenforced = waf.enforce(
-            self.transport, cloudflare.zone_ids, cloudflare.list_name, cloudflare.mode, "check"
-        )
+        self._unenforced = self._enforce("check")
         if self._unenforced:
             return []
-        zones = [Scope(ScopeKind.ZONE, z) for z in cloudflare.zone_ids]
+        zones = [Scope(ScopeKind.ZONE, z) for z in self.config.cloudflare.zone_ids]
         return readable_scopes(self.transport, zones, "retiring this host's old IP Access Rules")
 
     def existing(self) -> tuple[Found, ...]:
@@ -168,6 +166,10 @@ class ListBackend:
 
     def planned_as(self, ip: IPAddress) -> IPAddress:
         return item_network(ip).network_address  # an IPv6 address is planned as its /64
+
+    def _enforce(self, how: str) -> tuple[str, ...]:
+        cloudflare = self.config.cloudflare
+        return waf.enforce(self.transport, cloudflare.zone_ids, cloudflare.list_name, cloudflare.mode, how)
 
     def enforcement_status(self) -> tuple[ZoneEnforcement, ...]:
         config = self.config
@@ -383,18 +385,12 @@ class ListBackend:
             delay = min(delay * 2, POLL_MAX)
 
     def enforcement(self) -> tuple[str, ...]:
-        cloudflare = self.config.cloudflare
-        if cloudflare.waf_rule == "off" or self._unenforced == ():
+        waf_rule = self.config.cloudflare.waf_rule
+        if waf_rule == "off" or self._unenforced == ():
             return ()  # not asked, or every zone enforced the list when the run began
-        if cloudflare.waf_rule == "check" and self._unenforced is not None:
+        if waf_rule == "check" and self._unenforced is not None:
             return self._unenforced
         try:
-            return waf.enforce(
-                self.transport,
-                cloudflare.zone_ids,
-                cloudflare.list_name,
-                cloudflare.mode,
-                cloudflare.waf_rule,
-            )
+            return self._enforce(waf_rule)
         except ReconcileError as exc:  # a 429 or the budget: the rule is unknown, so not known to block
             return (f"WAF rule not checked: {exc}",)

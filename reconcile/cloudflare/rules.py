@@ -151,6 +151,7 @@ class Client(Transport):
         try:
             cause = _read(pages, rules)
         except RateLimited:
+            self.raise_if_limited()  # the page that met it, not one refused after it
             raise
         except CloudflareError as exc:
             cause = exc
@@ -158,7 +159,7 @@ class Client(Transport):
             pages.close()  # the pages still in flight are answered first
         # One of them (beyond the end, or beside a page that failed) may have met a 429: the run ends here,
         # even when nothing is left to write.
-        self._refuse_after_429("GET", scope.rules_path)
+        self.raise_if_limited(instead_of=cause)
         if cause is None:
             return rules
         raise IncompleteListing(scope, tuple(rules), cause) from cause

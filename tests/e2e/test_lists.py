@@ -37,6 +37,9 @@ def addresses(count: int, prefix: str = "45.155") -> list[str]:
     return [f"{prefix}.{i // 250}.{i % 250 + 1}" for i in range(count)]
 
 
+ENTRYPOINT = "/rulesets/phases/http_request_firewall_custom/entrypoint$"  # the WAF check's read (a regex)
+
+
 def list_id(h: Harness) -> str:
     (found,) = [x for x in h.cf.lists() if x["name"] == "fail2ban"]
     return str(found["id"])
@@ -275,9 +278,7 @@ def test_a_429_on_the_waf_check_ends_the_report_and_the_run_with_4(harness: Harn
     enforced(harness)
     harness.list_config()
     for args in (["--report"], []):
-        harness.cf.inject(
-            "429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$"
-        )
+        harness.cf.inject("429", method="GET", path=ENTRYPOINT)
         result = harness.run(*args)
         assert result.returncode == 4, result.stderr
         assert "rate limited" in result.stderr and "entrypoint" in result.stderr, result.stderr
@@ -295,13 +296,11 @@ def test_a_429_on_the_waf_check_decides_over_the_items_failing_meanwhile(harness
     assert harness.run().returncode == 0
     for args in (["--report"], []):
         harness.cf.inject("403", method="GET", path="/items$")
-        harness.cf.inject(
-            "429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$"
-        )
+        harness.cf.inject("429", method="GET", path=ENTRYPOINT)
         result = harness.run(*args)
         assert result.returncode == 4, result.stderr
         assert "entrypoint -> HTTP 429" in result.stderr and "-> HTTP 403" in result.stderr, result.stderr
-    harness.cf.inject("429", method="GET", path="/rulesets/phases/http_request_firewall_custom/entrypoint$")
+    harness.cf.inject("429", method="GET", path=ENTRYPOINT)
     checked = harness.run("--check")
     assert "not sent: an earlier request was rate limited" in checked.stdout, checked.stdout
     assert checked.stdout.count("HTTP 429") == 1, checked.stdout
